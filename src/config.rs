@@ -1,0 +1,177 @@
+//! `Config`: the serve flags, validated once. No other module reads flags or the environment.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::ServeArgs;
+use crate::store::Durability;
+
+/// Largest page `GET /kv` returns.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+
+/// Size limits applied to every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key in bytes.
+    pub max_key_bytes: usize,
+    /// Largest single value body.
+    pub max_value_bytes: usize,
+    /// Largest batch body.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1_048_576,
+            max_batch_bytes: 16_777_216,
+        }
+    }
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// When writes are answered.
+    pub durability: Durability,
+    /// Longest wait before a snapshot starts in `async`.
+    pub snapshot_interval: Duration,
+    /// Request size limits.
+    pub limits: Limits,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// The bearer token, if required.
+    pub auth_token: Option<String>,
+}
+
+/// Why the flags cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The address does not parse or resolve.
+    #[error("invalid --addr {0:?}: {1}")]
+    Addr(String, String),
+    /// A non-loopback address without a token.
+    #[error("refusing to listen on non-loopback address {0} without --auth-token (pass --insecure-no-auth to allow it)")]
+    NotLoopback(SocketAddr),
+    /// A limit or count that must be positive is zero.
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    /// An empty token would accept `Bearer ` and mean nothing.
+    #[error("--auth-token must not be empty")]
+    EmptyToken,
+}
+
+impl Config {
+    /// Validates the raw flags.
+    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let addrs: Vec<SocketAddr> = match args.addr.parse::<SocketAddr>() {
+            Ok(a) => vec![a],
+            Err(_) => args
+                .addr
+                .to_socket_addrs()
+                .map_err(|e| ConfigError::Addr(args.addr.clone(), e.to_string()))?
+                .collect(),
+        };
+        let addr = *addrs
+            .first()
+            .ok_or_else(|| ConfigError::Addr(args.addr.clone(), "resolves to nothing".into()))?;
+        if args.auth_token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken);
+        }
+        if args.auth_token.is_none() && !args.insecure_no_auth {
+            if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::NotLoopback(*a));
+            }
+        }
+        let positive = |v: usize, name| {
+            if v == 0 {
+                Err(ConfigError::Zero(name))
+            } else {
+                Ok(v)
+            }
+        };
+        let limits = Limits {
+            max_key_bytes: positive(args.max_key_bytes, "max-key-bytes")?,
+            max_value_bytes: positive(args.max_value_bytes, "max-value-bytes")?,
+            max_batch_bytes: positive(args.max_batch_bytes, "max-batch-bytes")?,
+        };
+        let workers = match args.workers {
+            Some(n) => positive(n, "workers")?,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Config {
+            addr,
+            data_dir: args.data_dir.clone(),
+            durability: args.durability,
+            snapshot_interval: Duration::from_millis(args.snapshot_interval_ms),
+            limits,
+            workers,
+            auth_token: args.auth_token.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("twinkv").chain(args.iter().copied()))
+            .expect("flags parse");
+        Config::from_args(&cli.serve)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.durability, Durability::Async);
+        assert_eq!(c.snapshot_interval, Duration::from_millis(100));
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.workers >= 1);
+        assert_eq!(c.auth_token, None);
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token_or_an_explicit_opt_out() {
+        assert!(matches!(
+            parse(&["--addr", "0.0.0.0:1"]),
+            Err(ConfigError::NotLoopback(_))
+        ));
+        assert!(parse(&["--addr", "0.0.0.0:1", "--auth-token", "s3"]).is_ok());
+        assert!(parse(&["--addr", "0.0.0.0:1", "--insecure-no-auth"]).is_ok());
+        assert!(parse(&["--addr", "[::1]:0"]).is_ok());
+        assert!(parse(&["--addr", "localhost:0"]).is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(matches!(
+            parse(&["--addr", "nonsense"]),
+            Err(ConfigError::Addr(..))
+        ));
+        assert!(matches!(
+            parse(&["--max-key-bytes", "0"]),
+            Err(ConfigError::Zero(_))
+        ));
+        assert!(matches!(
+            parse(&["--workers", "0"]),
+            Err(ConfigError::Zero(_))
+        ));
+        assert!(matches!(
+            parse(&["--auth-token", ""]),
+            Err(ConfigError::EmptyToken)
+        ));
+    }
+}

@@ -1,0 +1,137 @@
+//! The HTTP layer: routes, shared app state, and the middleware that authenticates and counts.
+//!
+//! Handlers are thin: they decode the request, call the store (reads through the worker's own
+//! [`Reader`], writes through the [`StoreHandle`]), and shape the reply. Every failure is an
+//! [`ApiError`], turned into a status and a JSON body in one place (`error.rs`).
+
+mod admin;
+mod decode;
+mod error;
+mod kv;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, ResponseError};
+
+pub use error::ApiError;
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::store::{Durability, Reader, StoreHandle};
+
+/// State shared by every worker.
+#[derive(Debug)]
+pub struct AppState {
+    /// Sends writes to the writer thread.
+    pub store: StoreHandle,
+    /// Figures for `/metrics`, `/health` and `/snapshot`.
+    pub metrics: Arc<Metrics>,
+    /// Request size limits.
+    pub limits: Limits,
+    /// The bearer token every request but `GET /health` must carry, if set.
+    pub auth_token: Option<String>,
+    /// The durability mode, reported by `/health`.
+    pub durability: Durability,
+}
+
+/// Registers every route. The server and in-process tests share it.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/kv")
+            .route(web::get().to(kv::list))
+            .route(web::head().to(kv::list))
+            .route(web::post().to(kv::batch))
+            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
+    )
+    .service(
+        web::resource("/kv/{key:.*}")
+            .route(web::get().to(kv::get))
+            .route(web::head().to(kv::get))
+            .route(web::put().to(kv::put))
+            .route(web::post().to(kv::post_form))
+            .route(web::delete().to(kv::delete))
+            .default_service(web::to(|| not_allowed("GET, HEAD, PUT, POST, DELETE"))),
+    )
+    .service(
+        web::resource("/health")
+            .route(web::get().to(admin::health))
+            .route(web::head().to(admin::health))
+            .default_service(web::to(|| not_allowed("GET, HEAD"))),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(admin::metrics))
+            .default_service(web::to(|| not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/snapshot")
+            .route(web::get().to(admin::snapshot_status))
+            .route(web::post().to(admin::snapshot_now))
+            .default_service(web::to(|| not_allowed("GET, POST"))),
+    )
+    .default_service(web::to(|| async {
+        Err::<(), _>(ApiError::NotFound("no such route".into()))
+    }));
+}
+
+async fn not_allowed(allow: &'static str) -> Result<(), ApiError> {
+    Err(ApiError::MethodNotAllowed(allow))
+}
+
+/// Authenticates (when a token is set) and counts every request by method and status.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered")
+        .clone();
+    let method = req.method().clone();
+    if let Some(token) = &state.auth_token {
+        let open = req.path() == "/health" && (method == Method::GET || method == Method::HEAD);
+        if !open && !bearer_matches(req.headers().get(header::AUTHORIZATION), token) {
+            let res = ApiError::Unauthorized.error_response();
+            state
+                .metrics
+                .count_request(method.as_str(), res.status().as_u16());
+            return Ok(req.into_response(res).map_into_right_body());
+        }
+    }
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
+    state
+        .metrics
+        .count_request(method.as_str(), status.as_u16());
+    res.map(ServiceResponse::map_into_left_body)
+}
+
+/// Compares the presented token in constant time, so response timing does not leak a prefix.
+fn bearer_matches(value: Option<&header::HeaderValue>, token: &str) -> bool {
+    let Some(presented) = value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+}
+
+/// The calling worker's reader, registered per worker by the server's app factory.
+fn reader(req: &HttpRequest) -> &Reader {
+    req.app_data::<Reader>()
+        .expect("each worker registers its own Reader")
+}
+
+/// The shared state.
+fn state(req: &HttpRequest) -> &AppState {
+    req.app_data::<web::Data<AppState>>()
+        .expect("AppState is registered")
+}

@@ -1,0 +1,80 @@
+//! `ApiError` and its one mapping to status codes and JSON bodies.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::store::WriteError;
+
+/// Every way a request can fail, each with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: encoding, JSON, parameters, headers.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The bearer token is missing or wrong.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No such key or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed (allowed: {0})")]
+    MethodNotAllowed(&'static str),
+    /// An `If-Match` or `If-None-Match` condition did not hold.
+    #[error("precondition failed: the key is not at the expected version")]
+    PreconditionFailed,
+    /// A body over its limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A key over its limit.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// A content type the route does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The write was applied but its snapshot failed, or the store is stopping.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::PreconditionFailed => ApiError::PreconditionFailed,
+            WriteError::NotFound => ApiError::NotFound("key not found".into()),
+            WriteError::NotDurable(_) | WriteError::ShuttingDown => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                res.insert_header((header::ALLOW, *allow));
+            }
+            _ => {}
+        }
+        res.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}

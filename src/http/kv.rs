@@ -1,0 +1,366 @@
+//! Handlers of `/kv` and `/kv/{key}`: decode, call the store, shape the reply.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderName};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::decode::{check_key, form_pairs, percent_decode};
+use super::error::ApiError;
+use super::{reader, state};
+use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::store::{Conditions, ETags, PendingValue, Value};
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The key named by the path after `/kv/`, percent-decoded and checked.
+fn key_of(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
+    let raw = req
+        .uri()
+        .path()
+        .strip_prefix("/kv/")
+        .ok_or_else(|| ApiError::NotFound("no such route".into()))?;
+    let key = percent_decode(raw, false)?;
+    check_key(&key, &state(req).limits, ApiError::UriTooLong)?;
+    Ok(Arc::from(key.as_ref()))
+}
+
+fn etag(version: u64) -> (HeaderName, String) {
+    (header::ETAG, format!("\"{version}\""))
+}
+
+/// Parses `If-Match` / `If-None-Match`: `*` or a list of entity tags.
+///
+/// `weak` says whether `W/"n"` counts as `"n"` (weak comparison, for `If-None-Match`); for
+/// `If-Match` a weak tag never matches. Tags that are not a version number never match.
+fn etags(req: &HttpRequest, name: HeaderName, weak: bool) -> Result<Option<ETags>, ApiError> {
+    let mut values = req.headers().get_all(&name).peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let bad = || ApiError::BadRequest(format!("malformed {name} header"));
+    let mut list = Vec::new();
+    let mut seen = 0;
+    for value in values {
+        let value = value.to_str().map_err(|_| bad())?;
+        for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                return Ok(Some(ETags::Any));
+            }
+            let (is_weak, quoted) = match tag.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, tag),
+            };
+            let opaque = quoted
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| !t.contains('"'))
+                .ok_or_else(bad)?;
+            seen += 1;
+            if let Ok(v) = opaque.parse::<u64>() {
+                if weak || !is_weak {
+                    list.push(v);
+                }
+            }
+        }
+    }
+    if seen == 0 {
+        return Err(bad());
+    }
+    Ok(Some(ETags::List(list)))
+}
+
+fn conditions(req: &HttpRequest) -> Result<Conditions, ApiError> {
+    Ok(Conditions {
+        if_match: etags(req, header::IF_MATCH, false)?,
+        if_none_match: etags(req, header::IF_NONE_MATCH, true)?,
+    })
+}
+
+/// The media type of the request body, lower-cased, without parameters.
+fn content_type(req: &HttpRequest) -> Option<String> {
+    let v = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Whether the client asked for JSON even for string values.
+fn accepts_json(req: &HttpRequest) -> bool {
+    req.headers().get_all(header::ACCEPT).any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case(JSON)
+            })
+        })
+    })
+}
+
+/// Reads the whole body, refusing (413) past `limit` without reading further.
+async fn body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the {what} is larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("cannot read the body: {e}"))),
+        Err(_) => Err(too_large()),
+    }
+}
+
+/// `GET` and `HEAD /kv/{key}`.
+pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let key = key_of(&req)?;
+    let value = reader(&req)
+        .get(&key)
+        .ok_or_else(|| ApiError::NotFound("key not found".into()))?;
+    let version = value.version();
+    if let Some(tags) = etags(&req, header::IF_NONE_MATCH, true)? {
+        if tags.matches(Some(version)) {
+            return Ok(HttpResponse::NotModified()
+                .insert_header(etag(version))
+                .finish());
+        }
+    }
+    let mut res = HttpResponse::Ok();
+    res.insert_header(etag(version));
+    match value.text() {
+        Some(text) if !accepts_json(&req) => Ok(res
+            .content_type(TEXT)
+            .body(Bytes::copy_from_slice(text.as_bytes()))),
+        _ => Ok(res
+            .content_type(JSON)
+            .body(Bytes::copy_from_slice(value.json()))),
+    }
+}
+
+#[derive(Serialize)]
+struct PutReply<'a> {
+    key: &'a str,
+    version: u64,
+}
+
+/// Stores `value` under the request's key and shapes the 200/201 reply.
+async fn store_value(
+    req: &HttpRequest,
+    key: Arc<str>,
+    value: PendingValue,
+) -> Result<HttpResponse, ApiError> {
+    let cond = conditions(req)?;
+    let written = state(req).store.put(Arc::clone(&key), value, cond).await?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header(etag(written.seq))
+        .json(PutReply {
+            key: &key,
+            version: written.seq,
+        }))
+}
+
+/// `PUT /kv/{key}`: a JSON body with `Content-Type: application/json`, else UTF-8 text.
+pub async fn put(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let key = key_of(&req)?;
+    let limits = state(&req).limits;
+    // Check preconditions' syntax before reading a large body.
+    conditions(&req)?;
+    let bytes = body(&req, payload, limits.max_value_bytes, "value").await?;
+    let value = if content_type(&req).as_deref() == Some(JSON) {
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        PendingValue::from_json(&v)
+    } else {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ApiError::BadRequest("the body is not valid UTF-8".into()))?;
+        PendingValue::from_text(text)
+    };
+    store_value(&req, key, value).await
+}
+
+/// `POST /kv/{key}` with a form body `value=...`, stored as a string.
+pub async fn post_form(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let key = key_of(&req)?;
+    let limits = state(&req).limits;
+    if content_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType(
+            "POST /kv/{key} takes an application/x-www-form-urlencoded body with a `value` field; use PUT for other bodies".into(),
+        ));
+    }
+    conditions(&req)?;
+    // A form escapes each byte in at most three, so this bounds the decoded value too.
+    let form_limit = limits.max_value_bytes.saturating_mul(3).saturating_add(64);
+    let bytes = body(&req, payload, form_limit, "form body").await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::BadRequest("the body is not valid UTF-8".into()))?;
+    let pairs = form_pairs(text)?;
+    let value = pairs
+        .iter()
+        .find(|(name, _)| name == "value")
+        .map(|(_, v)| v)
+        .ok_or_else(|| ApiError::BadRequest("the form has no `value` field".into()))?;
+    if value.len() > limits.max_value_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the value is larger than {} bytes",
+            limits.max_value_bytes
+        )));
+    }
+    store_value(&req, key, PendingValue::from_text(value)).await
+}
+
+/// `DELETE /kv/{key}`.
+pub async fn delete(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let key = key_of(&req)?;
+    let cond = conditions(&req)?;
+    state(&req).store.delete(key, cond).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /kv?prefix=&after=&limit=&values=`.
+pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let mut prefix = String::new();
+    let mut after = None;
+    let mut limit = DEFAULT_LIST_LIMIT;
+    let mut values = false;
+    for (name, value) in form_pairs(req.query_string())? {
+        match &*name {
+            "prefix" => prefix = value.into_owned(),
+            "after" => after = Some(value.into_owned()),
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "limit must be an integer in 1..={MAX_LIST_LIMIT}"
+                        ))
+                    })?;
+            }
+            "values" => {
+                values = match &*value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::BadRequest("values must be true or false".into())),
+                }
+            }
+            _ => {}
+        }
+    }
+    let page = reader(&req).list(&prefix, after.as_deref(), limit, values);
+    let next = page.next.as_deref();
+    let body = if values {
+        // Values are ready JSON: splice them in rather than parse and re-serialize.
+        let mut out = Vec::with_capacity(64 + page.items.len() * 64);
+        out.extend_from_slice(b"{\"items\":[");
+        for (i, (key, value)) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"key\":");
+            serde_json::to_writer(&mut out, &**key).expect("writing into memory");
+            out.extend_from_slice(b",\"value\":");
+            let value: &Value = value.as_ref().expect("values were asked for");
+            out.extend_from_slice(value.json());
+            out.extend_from_slice(format!(",\"version\":{}}}", value.version()).as_bytes());
+        }
+        out.extend_from_slice(b"],\"next\":");
+        serde_json::to_writer(&mut out, &next).expect("writing into memory");
+        out.push(b'}');
+        out
+    } else {
+        let keys: Vec<&str> = page.items.iter().map(|(k, _)| &**k).collect();
+        serde_json::to_vec(&serde_json::json!({ "keys": keys, "next": next }))
+            .expect("writing into memory")
+    };
+    Ok(HttpResponse::Ok().content_type(JSON).body(body))
+}
+
+/// `POST /kv`: `{"put": {k: v, ...}, "delete": [k, ...]}`, applied atomically at one seq.
+pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let limits = state(&req).limits;
+    let bytes = body(&req, payload, limits.max_batch_bytes, "batch body").await?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(fields) = doc else {
+        return Err(ApiError::BadRequest(
+            "the body must be an object: {\"put\": {...}, \"delete\": [...]}".into(),
+        ));
+    };
+    let mut puts = Vec::new();
+    let mut deletes = Vec::new();
+    for (name, field) in fields {
+        match (name.as_str(), field) {
+            ("put", serde_json::Value::Object(map)) => {
+                for (key, value) in map {
+                    check_key(&key, &limits, ApiError::BadRequest)?;
+                    let value = PendingValue::from_json(&value);
+                    if value.json_len() > limits.max_value_bytes {
+                        return Err(ApiError::PayloadTooLarge(format!(
+                            "the value of {key:?} is larger than {} bytes",
+                            limits.max_value_bytes
+                        )));
+                    }
+                    puts.push((Arc::<str>::from(key), value));
+                }
+            }
+            ("delete", serde_json::Value::Array(keys)) => {
+                for key in keys {
+                    let serde_json::Value::String(key) = key else {
+                        return Err(ApiError::BadRequest(
+                            "`delete` must be an array of strings".into(),
+                        ));
+                    };
+                    check_key(&key, &limits, ApiError::BadRequest)?;
+                    deletes.push(Arc::<str>::from(key));
+                }
+            }
+            ("put", _) => return Err(ApiError::BadRequest("`put` must be an object".into())),
+            ("delete", _) => {
+                return Err(ApiError::BadRequest(
+                    "`delete` must be an array of strings".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown field {other:?}: a batch has only `put` and `delete`"
+                )))
+            }
+        }
+    }
+    let put_keys: HashSet<&str> = puts.iter().map(|(k, _)| &**k).collect();
+    if let Some(k) = deletes.iter().find(|k| put_keys.contains(&***k)) {
+        return Err(ApiError::BadRequest(format!(
+            "key {k:?} is both put and deleted"
+        )));
+    }
+    let written = state(&req).store.batch(puts, deletes).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "seq": written.seq })))
+}

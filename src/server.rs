@@ -1,0 +1,215 @@
+//! `serve`: lock the data dir, recover, start the threads, run HTTP, shut down in order.
+//!
+//! Shutdown follows the data: HTTP stops accepting and finishes requests in flight (actix does
+//! this on SIGINT and SIGTERM), then the writer drains its channel and stops, which closes the
+//! snapshot thread's channel, which writes the final image. Each thread is joined in turn.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::snapshot::recover::{RecoverError, Scan};
+use crate::snapshot::{Recovered, Snapshotter};
+use crate::store::{Initial, Store};
+
+/// Name of the lock file in the data dir.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data dir cannot be created or opened.
+    #[error("cannot use data dir {path}: {source}")]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Another live process holds the data dir.
+    #[error("data dir {path} is in use by another twinkv process{holder}")]
+    Locked {
+        /// The data dir.
+        path: PathBuf,
+        /// What the lock file says of its holder.
+        holder: String,
+    },
+    /// The snapshot files cannot be recovered.
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A thread could not be started, or HTTP failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The final snapshot could not be written.
+    #[error("{0}")]
+    FinalSnapshot(String),
+}
+
+/// Holds the data dir's lock for as long as it lives; the OS drops it if the process dies.
+#[derive(Debug)]
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, ServeError> {
+        let path = dir.join(LOCK_FILE);
+        let data_dir = |source| ServeError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(data_dir)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(ServeError::Locked {
+                    path: dir.to_path_buf(),
+                    holder: if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({holder})")
+                    },
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(data_dir(e)),
+        }
+        file.set_len(0).map_err(data_dir)?;
+        file.rewind().map_err(data_dir)?;
+        writeln!(file, "pid {}", std::process::id()).map_err(data_dir)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down in order and writes a final snapshot.
+pub fn serve(config: &Config) -> Result<(), ServeError> {
+    let dir = std::path::absolute(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let _lock = DirLock::acquire(&dir)?;
+
+    let started = Instant::now();
+    tracing::info!(dir = %dir.display(), "recovering");
+    let found = Scan::dir(&dir)?.into_recovery()?;
+    let (initial, recovered) = match found {
+        Some((path, capacity, image)) => {
+            let recovered = Recovered {
+                path,
+                capacity,
+                seq: image.seq,
+                bytes: image.len as u64,
+                written_at: image.written_at,
+            };
+            let initial = Initial {
+                entries: image.entries,
+                seq: image.seq,
+            };
+            (initial, Some(recovered))
+        }
+        None => (Initial::default(), None),
+    };
+    let ms = started.elapsed().as_millis();
+    match &recovered {
+        Some(r) => println!(
+            "recovered {} seq={} keys={} in {ms} ms",
+            r.path.display(),
+            r.seq,
+            initial.entries.len()
+        ),
+        None => println!(
+            "recovered nothing (no snapshot in {}) seq=0 keys=0 in {ms} ms",
+            dir.display()
+        ),
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let (snap_tx, snapshotter) = Snapshotter::start(
+        &dir,
+        &initial.entries,
+        recovered,
+        config.snapshot_interval,
+        Arc::clone(&metrics),
+    )?;
+    let store = Store::start(
+        initial,
+        config.durability,
+        Some(snap_tx),
+        Arc::clone(&metrics),
+    )?;
+
+    let listener = TcpListener::bind(config.addr).map_err(|source| ServeError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let http_result = run_http(config, listener, &store, metrics);
+
+    // HTTP has stopped: no new writes. Drain the writer, then let the snapshot thread finish.
+    store.shutdown();
+    let snapshot_result = snapshotter.join().map_err(ServeError::FinalSnapshot);
+    http_result?;
+    snapshot_result
+}
+
+fn run_http(
+    config: &Config,
+    listener: TcpListener,
+    store: &Store,
+    metrics: Arc<Metrics>,
+) -> io::Result<()> {
+    let state = web::Data::new(AppState {
+        store: store.handle(),
+        metrics,
+        limits: config.limits,
+        auth_token: config.auth_token.clone(),
+        durability: config.durability,
+    });
+    let readers = store.readers();
+    let local = listener.local_addr()?;
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || {
+            // One reader per worker, made here, before any read guard exists on this thread.
+            let reader = readers.reader();
+            App::new()
+                .app_data(state.clone())
+                .app_data(reader)
+                .wrap(from_fn(http::observe))
+                .configure(http::configure)
+        })
+        .workers(config.workers)
+        .listen(listener)?
+        .run();
+        println!("listening on http://{local}");
+        io::stdout().flush()?;
+        server.await
+    })
+}

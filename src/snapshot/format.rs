@@ -1,0 +1,514 @@
+//! The snapshot document: encode, decode and checksum, as pure functions over bytes.
+//!
+//! A slot file holds one JSON object followed only by whitespace (the file is a memory map that
+//! is longer than the document; the rest is spaces), so `jq` reads the file as it stands:
+//!
+//! ```text
+//! {"format":"twinkv-snapshot/1","seq":7,"count":2,"written_at":"2026-11-27T21:34:53.123Z",
+//!  "data":{"a":1,"b/c":"text"},"versions":{"a":3,"b/c":7},"checksum":"crc32c:1b2e6f0a"}␠␠␠…
+//! ```
+//! (one line in the file; wrapped here.)
+//!
+//! - `format`: always `twinkv-snapshot/1`; anything else is refused.
+//! - `seq`: the seq of the last write the image holds; recovery continues from it.
+//! - `count`: the number of keys, equal to the entries of `data` and of `versions`.
+//! - `written_at`: when the image was started, RFC 3339 in UTC.
+//! - `data`: every key mapped to its value, in byte order of the key, values exactly as stored.
+//! - `versions`: the same keys, in the same order, mapped to each key's version (its ETag). A
+//!   parallel object, so `jq '.data["k"]'` prints the value itself.
+//! - `checksum`: `crc32c:` and eight lower-case hex digits, the CRC-32C of every byte of the
+//!   document before `,"checksum"`. It is the last field, fixed in length, so a reader finds it
+//!   from the end of the document and a torn or altered image never passes as valid.
+//!
+//! The document begins at offset 0. Everything after its closing `}` up to the end of the file
+//! must be ASCII whitespace; the writer blanks whatever an older, longer image left there.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::store::{Entries, Value};
+
+/// The `format` string of every image this version writes and reads.
+pub const FORMAT: &str = "twinkv-snapshot/1";
+
+/// What comes before the eight hex digits of the checksum.
+const CHECKSUM_PREFIX: &[u8] = b",\"checksum\":\"crc32c:";
+/// Length of the fixed tail: prefix, eight digits, closing quote and brace.
+const TAIL_LEN: usize = CHECKSUM_PREFIX.len() + 8 + 2;
+/// How much the encoder gathers before checksumming and handing bytes to the sink.
+const CHUNK: usize = 256 * 1024;
+
+/// Why bytes are not a valid image. Never a panic: every file content maps to one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The file has no bytes at all.
+    #[error("the file is empty")]
+    Empty,
+    /// Only whitespace: a slot that was grown or blanked but never finished.
+    #[error("the file holds no document, only whitespace")]
+    NoDocument,
+    /// The last non-blank bytes are not a checksum tail: a torn, truncated or zeroed write.
+    #[error("the document is incomplete: no checksum at its end (byte {byte:#04x} at offset {offset}; torn or truncated write)")]
+    Incomplete {
+        /// The last byte that is not whitespace.
+        byte: u8,
+        /// Its offset in the file.
+        offset: usize,
+    },
+    /// The stored checksum does not match the bytes: the image was altered or torn.
+    #[error("checksum mismatch: stored crc32c:{stored:08x}, computed crc32c:{computed:08x}")]
+    Checksum {
+        /// The checksum the document claims.
+        stored: u32,
+        /// The checksum of the bytes as they are.
+        computed: u32,
+    },
+    /// The document is not well-formed JSON of the expected shape.
+    #[error("the document is not a valid snapshot: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The format string names another version or another program.
+    #[error("unknown format {0:?} (expected {FORMAT:?})")]
+    Format(String),
+    /// The fields disagree with each other.
+    #[error("inconsistent document: {0}")]
+    Inconsistent(String),
+}
+
+/// A decoded image: what recovery loads.
+#[derive(Debug)]
+pub struct Image {
+    /// The seq the image was taken at.
+    pub seq: u64,
+    /// When it was written (RFC 3339).
+    pub written_at: String,
+    /// Every key with its value and version.
+    pub entries: Entries,
+    /// Length of the document in bytes (the file may be longer: whitespace padding).
+    pub len: usize,
+}
+
+/// Checksums what it is given in large chunks, then hands it on.
+struct Out<'w, W: Write> {
+    sink: &'w mut W,
+    buf: Vec<u8>,
+    crc: u32,
+    len: u64,
+}
+
+impl<W: Write> Out<'_, W> {
+    #[inline]
+    fn maybe_flush(&mut self) -> io::Result<()> {
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+        self.sink.write_all(&self.buf)?;
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Writes `"key":` with the key escaped as a JSON string.
+#[inline]
+fn push_key(buf: &mut Vec<u8>, key: &str) {
+    serde_json::to_writer(&mut *buf, key).expect("writing a string into memory");
+    buf.push(b':');
+}
+
+/// Writes the whole image of `entries` at `seq` into `sink`; returns the document's length.
+///
+/// Values are copied as stored; only keys are escaped. The sink sees a few large writes.
+pub fn encode<W: Write>(
+    sink: &mut W,
+    seq: u64,
+    written_at: &str,
+    entries: &Entries,
+) -> io::Result<u64> {
+    let mut out = Out {
+        sink,
+        buf: Vec::with_capacity(CHUNK + 64 * 1024),
+        crc: 0,
+        len: 0,
+    };
+    write!(
+        out.buf,
+        "{{\"format\":\"{FORMAT}\",\"seq\":{seq},\"count\":{},\"written_at\":",
+        entries.len()
+    )?;
+    serde_json::to_writer(&mut out.buf, written_at)?;
+    out.buf.extend_from_slice(b",\"data\":{");
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.buf.push(b',');
+        }
+        push_key(&mut out.buf, key);
+        out.buf.extend_from_slice(value.json());
+        out.maybe_flush()?;
+    }
+    out.buf.extend_from_slice(b"},\"versions\":{");
+    let mut digits = itoa::Buffer::new();
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.buf.push(b',');
+        }
+        push_key(&mut out.buf, key);
+        out.buf
+            .extend_from_slice(digits.format(value.version()).as_bytes());
+        out.maybe_flush()?;
+    }
+    out.buf.push(b'}');
+    out.flush()?;
+    let tail = format!(
+        "{}{:08x}\"}}",
+        std::str::from_utf8(CHECKSUM_PREFIX).expect("ASCII"),
+        out.crc
+    );
+    debug_assert_eq!(tail.len(), TAIL_LEN);
+    out.sink.write_all(tail.as_bytes())?;
+    Ok(out.len + TAIL_LEN as u64)
+}
+
+/// Writes `entries` as one JSON object of key to value (what `inspect --dump` prints).
+pub fn dump<W: Write + ?Sized>(sink: &mut W, entries: &Entries) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
+    buf.push(b'{');
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        push_key(&mut buf, key);
+        buf.extend_from_slice(value.json());
+        if buf.len() >= CHUNK {
+            sink.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(b"}\n");
+    sink.write_all(&buf)
+}
+
+/// Whether `b` may pad a document (JSON's whitespace).
+pub fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+/// Validates `bytes` (a whole slot file) and decodes the image it holds.
+pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
+    if bytes.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    let last = bytes
+        .iter()
+        .rposition(|&b| !is_blank(b))
+        .ok_or(FormatError::NoDocument)?;
+    let doc = &bytes[..=last];
+    let incomplete = || FormatError::Incomplete {
+        byte: bytes[last],
+        offset: last,
+    };
+    if doc.len() < TAIL_LEN {
+        return Err(incomplete());
+    }
+    let (body, tail) = doc.split_at(doc.len() - TAIL_LEN);
+    if !tail.starts_with(CHECKSUM_PREFIX) || !tail.ends_with(b"\"}") {
+        return Err(incomplete());
+    }
+    let hex = std::str::from_utf8(&tail[CHECKSUM_PREFIX.len()..CHECKSUM_PREFIX.len() + 8])
+        .map_err(|_| incomplete())?;
+    let stored = u32::from_str_radix(hex, 16).map_err(|_| incomplete())?;
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(FormatError::Checksum { stored, computed });
+    }
+
+    let parsed: Doc<'_> = serde_json::from_slice(doc)?;
+    if parsed.format != FORMAT {
+        return Err(FormatError::Format(parsed.format.into_owned()));
+    }
+    let inconsistent = |s: String| Err(FormatError::Inconsistent(s));
+    if parsed.count != parsed.data.0.len() as u64 {
+        return inconsistent(format!(
+            "count is {} but data holds {} keys",
+            parsed.count,
+            parsed.data.0.len()
+        ));
+    }
+    if parsed.versions.0.len() != parsed.data.0.len() {
+        return inconsistent(format!(
+            "data holds {} keys but versions holds {}",
+            parsed.data.0.len(),
+            parsed.versions.0.len()
+        ));
+    }
+    if time::OffsetDateTime::parse(
+        &parsed.written_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .is_err()
+    {
+        return inconsistent(format!(
+            "written_at {:?} is not an RFC 3339 time",
+            parsed.written_at
+        ));
+    }
+    let mut sorted = Vec::with_capacity(parsed.data.0.len());
+    let mut prev: Option<&str> = None;
+    for ((key, raw), (vkey, version)) in parsed.data.0.iter().zip(&parsed.versions.0) {
+        let key: &str = &key.0;
+        if key != &*vkey.0 {
+            return inconsistent(format!(
+                "versions names {:?} where data has {key:?}",
+                vkey.0
+            ));
+        }
+        if key.is_empty() {
+            return inconsistent("an empty key".into());
+        }
+        if prev.is_some_and(|p| p >= key) {
+            return inconsistent(format!("key {key:?} is out of order or repeated"));
+        }
+        if *version == 0 || *version > parsed.seq {
+            return inconsistent(format!(
+                "key {key:?} has version {version}, outside 1..={}",
+                parsed.seq
+            ));
+        }
+        prev = Some(key);
+        sorted.push((
+            Arc::<str>::from(key),
+            Value::new(*version, raw.get().as_bytes()),
+        ));
+    }
+    Ok(Image {
+        seq: parsed.seq,
+        written_at: parsed.written_at.into_owned(),
+        entries: sorted.into_iter().collect(),
+        len: doc.len(),
+    })
+}
+
+/// The document as parsed: borrowed wherever the bytes allow.
+#[derive(Deserialize)]
+struct Doc<'a> {
+    #[serde(borrow)]
+    format: Cow<'a, str>,
+    seq: u64,
+    count: u64,
+    #[serde(borrow)]
+    written_at: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Pairs<'a, &'a RawValue>,
+    #[serde(borrow)]
+    versions: Pairs<'a, u64>,
+}
+
+/// A JSON string borrowed from the input when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// A JSON object kept as its entries in document order (duplicates and order are checked after).
+struct Pairs<'a, T>(Vec<(Key<'a>, T)>);
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Pairs<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a, T>(PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for V<'a, T> {
+            type Value = Pairs<'a, T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // No capacity from the input: a small file must not reserve a huge vector.
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<Key<'a>, T>()? {
+                    out.push(entry);
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PendingValue;
+    use proptest::prelude::*;
+
+    const AT: &str = "2026-11-27T21:34:53.123Z";
+
+    fn entries(pairs: &[(&str, &str, u64)]) -> Entries {
+        pairs
+            .iter()
+            .map(|(k, json, v)| (Arc::from(*k), Value::new(*v, json.as_bytes())))
+            .collect()
+    }
+
+    fn image(e: &Entries, seq: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let len = encode(&mut out, seq, AT, e).unwrap();
+        assert_eq!(len as usize, out.len());
+        out
+    }
+
+    #[test]
+    fn encodes_readable_json_with_a_checksum() {
+        let e = entries(&[("a", "1", 3), ("b/c", "\"t\\\"x\"", 7)]);
+        let bytes = image(&e, 7);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["format"], FORMAT);
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["count"], 2);
+        assert_eq!(v["data"]["b/c"], "t\"x");
+        assert_eq!(v["versions"]["a"], 3);
+        assert!(v["checksum"].as_str().unwrap().starts_with("crc32c:"));
+        let img = decode(&bytes).unwrap();
+        assert_eq!(img.seq, 7);
+        assert_eq!(img.entries, e);
+        assert_eq!(img.len, bytes.len());
+    }
+
+    #[test]
+    fn padding_is_allowed_but_not_garbage() {
+        let e = entries(&[("k", "null", 1)]);
+        let mut bytes = image(&e, 1);
+        bytes.extend_from_slice(b"   \n\t  ");
+        assert!(decode(&bytes).is_ok());
+        bytes.push(0);
+        assert!(matches!(
+            decode(&bytes),
+            Err(FormatError::Incomplete { byte: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_detected() {
+        let e = entries(&[("alpha", "[1,2,3]", 2), ("beta", "{\"x\":\"y\"}", 5)]);
+        let bytes = image(&e, 5);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(decode(&bad).is_err(), "flipped byte {i}");
+        }
+    }
+
+    #[test]
+    fn zeroed_and_blank_files_are_named() {
+        assert!(matches!(decode(b""), Err(FormatError::Empty)));
+        assert!(matches!(decode(b"    "), Err(FormatError::NoDocument)));
+        assert!(matches!(
+            decode(&[0u8; 64]),
+            Err(FormatError::Incomplete { .. })
+        ));
+    }
+
+    #[test]
+    fn an_empty_map_round_trips() {
+        let e = Entries::new();
+        let img = decode(&image(&e, 0)).unwrap();
+        assert!(img.entries.is_empty());
+    }
+
+    #[test]
+    fn inconsistent_documents_are_refused() {
+        // A well-checksummed document whose fields disagree (as a hand edit could make).
+        fn sealed(body: &str) -> Vec<u8> {
+            format!(
+                "{body},\"checksum\":\"crc32c:{:08x}\"}}",
+                crc32c::crc32c(body.as_bytes())
+            )
+            .into_bytes()
+        }
+        let head = format!("{{\"format\":\"{FORMAT}\",\"seq\":2,");
+        let cases = [
+            format!("{head}\"count\":2,\"written_at\":\"{AT}\",\"data\":{{\"a\":1}},\"versions\":{{\"a\":1}}"),
+            format!("{head}\"count\":1,\"written_at\":\"{AT}\",\"data\":{{\"a\":1}},\"versions\":{{\"b\":1}}"),
+            format!("{head}\"count\":1,\"written_at\":\"{AT}\",\"data\":{{\"a\":1}},\"versions\":{{\"a\":3}}"),
+            format!("{head}\"count\":2,\"written_at\":\"{AT}\",\"data\":{{\"b\":1,\"a\":1}},\"versions\":{{\"b\":1,\"a\":1}}"),
+            format!("{head}\"count\":1,\"written_at\":\"yesterday\",\"data\":{{\"a\":1}},\"versions\":{{\"a\":1}}"),
+            "{\"format\":\"other/1\",\"seq\":1,\"count\":0,\"written_at\":\"2026-11-27T21:34:53Z\",\"data\":{},\"versions\":{}".to_string(),
+        ];
+        for body in cases {
+            assert!(decode(&sealed(&body)).is_err(), "{body}");
+        }
+        let ok = format!("{head}\"count\":1,\"written_at\":\"{AT}\",\"data\":{{\"a\":1}},\"versions\":{{\"a\":2}}");
+        assert!(decode(&sealed(&ok)).is_ok());
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".*".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_map_round_trips(
+            map in prop::collection::btree_map(".{1,12}", (json_value(), 1u64..1000), 0..40)
+        ) {
+            let e: Entries = map
+                .iter()
+                .map(|(k, (v, ver))| (Arc::from(k.as_str()), PendingValue::from_json(v).seal(*ver)))
+                .collect();
+            let bytes = image(&e, 1000);
+            let img = decode(&bytes).unwrap();
+            prop_assert_eq!(img.seq, 1000);
+            prop_assert_eq!(&img.entries, &e);
+            // And jq's view: the data object holds each value as given.
+            let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            for (k, (v, _)) in &map {
+                prop_assert_eq!(&doc["data"][k.as_str()], v);
+            }
+        }
+    }
+}

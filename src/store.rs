@@ -1,0 +1,468 @@
+//! The store: a left-right map read without locks, changed only by one writer thread.
+//!
+//! [`Store::start`] spawns the writer and hands out two things: a [`ReaderFactory`] (one
+//! [`Reader`] per HTTP worker) and a cloneable [`StoreHandle`] that sends write commands over a
+//! channel. The writer answers each command through a oneshot channel once the change is
+//! visible to readers (`async`) or durable (`sync`, answered by the snapshot thread).
+
+mod op;
+mod reader;
+mod value;
+mod writer;
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+pub use op::{Entries, Op};
+pub use reader::{Page, Reader, ReaderFactory};
+pub use value::{PendingValue, Value};
+
+use crate::metrics::Metrics;
+use crate::snapshot::{SnapMsg, SnapshotStatus};
+
+/// When a write is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Once visible to readers; a snapshot holding it starts within the snapshot interval.
+    Async,
+    /// Once a snapshot holding it is flushed to disk.
+    Sync,
+}
+
+/// What a successful write reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The write's `seq` (for a single key, its new version).
+    pub seq: u64,
+    /// Whether a put created the key (201) rather than replaced it (200).
+    pub created: bool,
+}
+
+/// Why a write was not applied, or not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// An `If-Match` or `If-None-Match` condition did not hold.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// A delete named an absent key.
+    #[error("key not found")]
+    NotFound,
+    /// The write was applied but the snapshot that should hold it failed.
+    #[error("write applied but not durable: {0}")]
+    NotDurable(String),
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+/// A set of entity tags from `If-Match` or `If-None-Match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ETags {
+    /// `*`: any current version.
+    Any,
+    /// The listed versions (tags that are not a version number never match).
+    List(Vec<u64>),
+}
+
+impl ETags {
+    /// Whether a key at `version` (or absent, `None`) matches.
+    pub fn matches(&self, version: Option<u64>) -> bool {
+        match (self, version) {
+            (_, None) => false,
+            (ETags::Any, Some(_)) => true,
+            (ETags::List(list), Some(v)) => list.contains(&v),
+        }
+    }
+}
+
+/// The preconditions of a single-key write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// `If-Match`: the key must exist at one of these versions.
+    pub if_match: Option<ETags>,
+    /// `If-None-Match`: the key must not exist at one of these versions (`*`: must not exist).
+    pub if_none_match: Option<ETags>,
+}
+
+impl Conditions {
+    fn check(&self, current: Option<&Value>) -> Result<(), WriteError> {
+        let version = current.map(Value::version);
+        if let Some(tags) = &self.if_match {
+            if !tags.matches(version) {
+                return Err(WriteError::PreconditionFailed);
+            }
+        }
+        if let Some(tags) = &self.if_none_match {
+            if tags.matches(version) {
+                return Err(WriteError::PreconditionFailed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A message to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Set one key, if its conditions hold.
+    Put {
+        key: Arc<str>,
+        value: PendingValue,
+        cond: Conditions,
+        reply: oneshot::Sender<Result<Written, WriteError>>,
+    },
+    /// Remove one key, if present and its conditions hold.
+    Delete {
+        key: Arc<str>,
+        cond: Conditions,
+        reply: oneshot::Sender<Result<Written, WriteError>>,
+    },
+    /// Set and remove many keys at one seq (the caller has checked they are disjoint).
+    Batch {
+        puts: Vec<(Arc<str>, PendingValue)>,
+        deletes: Vec<Arc<str>>,
+        reply: oneshot::Sender<Result<Written, WriteError>>,
+    },
+    /// Answer once every write applied before this command is in a flushed snapshot.
+    Snapshot {
+        reply: oneshot::Sender<Result<Arc<SnapshotStatus>, WriteError>>,
+    },
+    /// Finish the commands drained so far, then stop.
+    Shutdown,
+}
+
+/// What the store starts from: a recovered map and the seq it was taken at.
+#[derive(Debug, Default)]
+pub struct Initial {
+    /// Every key with its value and version.
+    pub entries: Entries,
+    /// The seq of the image the map came from (0 when starting empty).
+    pub seq: u64,
+}
+
+/// Sends writes to the writer thread. Cheap to clone; shareable between threads.
+#[derive(Debug, Clone)]
+pub struct StoreHandle {
+    /// The writer's inbox; unbounded, since every sender awaits its reply (connections bound it).
+    tx: Sender<Command>,
+}
+
+impl StoreHandle {
+    /// Sets `key`; answers with its new version once the durability mode is satisfied.
+    pub async fn put(
+        &self,
+        key: Arc<str>,
+        value: PendingValue,
+        cond: Conditions,
+    ) -> Result<Written, WriteError> {
+        self.call(|reply| Command::Put {
+            key,
+            value,
+            cond,
+            reply,
+        })
+        .await?
+    }
+
+    /// Removes `key`.
+    pub async fn delete(&self, key: Arc<str>, cond: Conditions) -> Result<Written, WriteError> {
+        self.call(|reply| Command::Delete { key, cond, reply })
+            .await?
+    }
+
+    /// Applies puts and deletes atomically at one seq. Keys must not appear in both.
+    pub async fn batch(
+        &self,
+        puts: Vec<(Arc<str>, PendingValue)>,
+        deletes: Vec<Arc<str>>,
+    ) -> Result<Written, WriteError> {
+        self.call(|reply| Command::Batch {
+            puts,
+            deletes,
+            reply,
+        })
+        .await?
+    }
+
+    /// Waits until a snapshot holds every write applied so far.
+    pub async fn snapshot(&self) -> Result<Arc<SnapshotStatus>, WriteError> {
+        self.call(|reply| Command::Snapshot { reply }).await?
+    }
+
+    /// Like [`StoreHandle::put`], for threads outside an async runtime (benches, tools).
+    pub fn put_blocking(&self, key: Arc<str>, value: PendingValue) -> Result<Written, WriteError> {
+        let rx = self.send(|reply| Command::Put {
+            key,
+            value,
+            cond: Conditions::default(),
+            reply,
+        })?;
+        rx.blocking_recv().map_err(|_| WriteError::ShuttingDown)?
+    }
+
+    /// Sends a put without waiting; the receiver yields the reply.
+    pub fn put_nowait(
+        &self,
+        key: Arc<str>,
+        value: PendingValue,
+    ) -> Result<oneshot::Receiver<Result<Written, WriteError>>, WriteError> {
+        self.send(|reply| Command::Put {
+            key,
+            value,
+            cond: Conditions::default(),
+            reply,
+        })
+    }
+
+    fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<oneshot::Receiver<T>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| WriteError::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, WriteError> {
+        let rx = self.send(make)?;
+        rx.await.map_err(|_| WriteError::ShuttingDown)
+    }
+}
+
+/// The running store: owns the writer thread.
+#[derive(Debug)]
+pub struct Store {
+    handle: StoreHandle,
+    readers: ReaderFactory,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Builds both read copies from `initial` and starts the writer thread.
+    ///
+    /// `snapshots` receives every published batch; `None` runs without persistence (benches).
+    pub fn start(
+        initial: Initial,
+        durability: Durability,
+        snapshots: Option<Sender<SnapMsg>>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Store> {
+        let keys = initial.entries.len() as u64;
+        let (handle, read) = left_right::new_from_empty::<op::Map, Op>(op::Map {
+            entries: initial.entries,
+        });
+        let readers = ReaderFactory(read.factory());
+        drop(read);
+        metrics
+            .seq
+            .store(initial.seq, std::sync::atomic::Ordering::Release);
+        metrics
+            .keys
+            .store(keys, std::sync::atomic::Ordering::Release);
+        let (tx, commands) = mpsc::channel();
+        let writer = writer::Writer {
+            handle,
+            commands,
+            snapshots,
+            seq: initial.seq,
+            keys,
+            durability,
+            metrics,
+        };
+        let join = std::thread::Builder::new()
+            .name("twinkv-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Store {
+            handle: StoreHandle { tx },
+            readers,
+            writer: Some(join),
+        })
+    }
+
+    /// A sender of writes.
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    /// The factory of per-thread readers.
+    pub fn readers(&self) -> ReaderFactory {
+        self.readers.clone()
+    }
+
+    /// Asks the writer to finish what it has drained and stop, then waits for it.
+    ///
+    /// Any sender still alive afterwards gets `ShuttingDown`.
+    pub fn shutdown(mut self) {
+        let _ = self.handle.tx.send(Command::Shutdown);
+        if let Some(join) = self.writer.take() {
+            if join.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> Store {
+        Store::start(
+            Initial::default(),
+            Durability::Async,
+            None,
+            Arc::new(Metrics::default()),
+        )
+        .expect("spawn writer")
+    }
+
+    fn text(s: &str) -> PendingValue {
+        PendingValue::from_text(s)
+    }
+
+    #[test]
+    fn put_is_visible_to_a_reader_once_answered() {
+        let store = start();
+        let h = store.handle();
+        let reader = store.readers().reader();
+        let w = h.put_blocking(Arc::from("k"), text("v")).unwrap();
+        assert_eq!(
+            w,
+            Written {
+                seq: 1,
+                created: true
+            }
+        );
+        let v = reader.get("k").expect("visible after reply");
+        assert_eq!(v.version(), 1);
+        assert_eq!(v.text().as_deref(), Some("v"));
+        let w = h.put_blocking(Arc::from("k"), text("w")).unwrap();
+        assert_eq!(
+            w,
+            Written {
+                seq: 2,
+                created: false
+            }
+        );
+        store.shutdown();
+    }
+
+    #[test]
+    fn conditions_follow_versions() {
+        let store = start();
+        let h = store.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let k: Arc<str> = Arc::from("k");
+            let create_only = Conditions {
+                if_none_match: Some(ETags::Any),
+                ..Default::default()
+            };
+            h.put(k.clone(), text("a"), create_only.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                h.put(k.clone(), text("b"), create_only).await,
+                Err(WriteError::PreconditionFailed)
+            );
+            let at = |v| Conditions {
+                if_match: Some(ETags::List(vec![v])),
+                ..Default::default()
+            };
+            assert_eq!(
+                h.put(k.clone(), text("c"), at(9)).await,
+                Err(WriteError::PreconditionFailed)
+            );
+            assert_eq!(h.put(k.clone(), text("c"), at(1)).await.unwrap().seq, 2);
+            assert_eq!(
+                h.delete(Arc::from("absent"), at(1)).await,
+                Err(WriteError::PreconditionFailed)
+            );
+            assert_eq!(
+                h.delete(Arc::from("absent"), Conditions::default()).await,
+                Err(WriteError::NotFound)
+            );
+            assert_eq!(h.delete(k.clone(), at(2)).await.unwrap().seq, 3);
+        });
+        assert!(store.readers().reader().is_empty());
+        store.shutdown();
+    }
+
+    #[test]
+    fn batch_spends_one_seq_and_empty_batch_spends_none() {
+        let store = start();
+        let h = store.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let w = h
+                .batch(
+                    vec![(Arc::from("a"), text("1")), (Arc::from("b"), text("2"))],
+                    vec![Arc::from("zz")],
+                )
+                .await
+                .unwrap();
+            assert_eq!(w.seq, 1);
+            assert_eq!(h.batch(vec![], vec![]).await.unwrap().seq, 1);
+            assert_eq!(
+                h.batch(vec![], vec![Arc::from("nope")]).await.unwrap().seq,
+                1
+            );
+            let w = h.batch(vec![], vec![Arc::from("a")]).await.unwrap();
+            assert_eq!(w.seq, 2);
+        });
+        let r = store.readers().reader();
+        assert_eq!(r.get("b").unwrap().version(), 1);
+        assert!(r.get("a").is_none());
+        store.shutdown();
+    }
+
+    #[test]
+    fn listing_pages_in_byte_order() {
+        let store = start();
+        let h = store.handle();
+        for k in ["b/2", "a", "b/1", "b/3", "c"] {
+            h.put_blocking(Arc::from(k), text(k)).unwrap();
+        }
+        let r = store.readers().reader();
+        let keys = |p: &Page| {
+            p.items
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .collect::<Vec<_>>()
+        };
+        let page = r.list("b/", None, 2, false);
+        assert_eq!(keys(&page), ["b/1", "b/2"]);
+        assert_eq!(page.next.as_deref(), Some("b/2"));
+        let page = r.list("b/", Some("b/2"), 2, true);
+        assert_eq!(keys(&page), ["b/3"]);
+        assert_eq!(page.next, None);
+        assert_eq!(page.items[0].1.as_ref().unwrap().version(), 4);
+        let page = r.list("", Some("a"), 10, false);
+        assert_eq!(keys(&page), ["b/1", "b/2", "b/3", "c"]);
+        assert_eq!(r.list("", Some("zzz"), 10, false), Page::default());
+        store.shutdown();
+    }
+
+    #[test]
+    fn a_sender_after_shutdown_gets_an_error() {
+        let store = start();
+        let h = store.handle();
+        store.shutdown();
+        assert_eq!(
+            h.put_blocking(Arc::from("k"), text("v")),
+            Err(WriteError::ShuttingDown)
+        );
+    }
+}
