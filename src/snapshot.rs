@@ -8,7 +8,7 @@
 
 pub mod format;
 pub mod recover;
-mod slot;
+pub mod slot;
 mod worker;
 
 use std::path::{Path, PathBuf};

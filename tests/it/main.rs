@@ -1,0 +1,9 @@
+//! The one integration-test binary: every module starts the real `twinkv` binary through the
+//! `util` harness and talks to it over HTTP on loopback.
+
+mod api;
+mod cli;
+mod crash;
+mod recovery;
+mod smoke;
+mod util;
