@@ -1,5 +1,6 @@
 //! Handlers of `/kv` and `/kv/{key}`: decode, call the store, shape the reply.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -18,8 +19,9 @@ use crate::store::{Conditions, ETags, PendingValue, Value};
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// The key named by the path after `/kv/`, percent-decoded and checked.
-fn key_of(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
+/// The key named by the path after `/kv/`, percent-decoded and checked; borrowed when the path
+/// has no escapes, so a GET allocates nothing for its key.
+fn key_of(req: &HttpRequest) -> Result<Cow<'_, str>, ApiError> {
     let raw = req
         .uri()
         .path()
@@ -27,7 +29,12 @@ fn key_of(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
         .ok_or_else(|| ApiError::NotFound("no such route".into()))?;
     let key = percent_decode(raw, false)?;
     check_key(&key, &state(req).limits, ApiError::UriTooLong)?;
-    Ok(Arc::from(key.as_ref()))
+    Ok(key)
+}
+
+/// The key of a write, which the map keeps as a shared `Arc`.
+fn write_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
+    key_of(req).map(|k| Arc::from(k.as_ref()))
 }
 
 fn etag(version: u64) -> (HeaderName, String) {
@@ -188,7 +195,7 @@ async fn store_value(
 
 /// `PUT /kv/{key}`: a JSON body with `Content-Type: application/json`, else UTF-8 text.
 pub async fn put(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let key = key_of(&req)?;
+    let key = write_key(&req)?;
     let limits = state(&req).limits;
     // Check preconditions' syntax before reading a large body.
     conditions(&req)?;
@@ -207,7 +214,7 @@ pub async fn put(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse
 
 /// `POST /kv/{key}` with a form body `value=...`, stored as a string.
 pub async fn post_form(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let key = key_of(&req)?;
+    let key = write_key(&req)?;
     let limits = state(&req).limits;
     if content_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
         return Err(ApiError::UnsupportedMediaType(
@@ -237,7 +244,7 @@ pub async fn post_form(req: HttpRequest, payload: web::Payload) -> Result<HttpRe
 
 /// `DELETE /kv/{key}`.
 pub async fn delete(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let key = key_of(&req)?;
+    let key = write_key(&req)?;
     let cond = conditions(&req)?;
     state(&req).store.delete(key, cond).await?;
     Ok(HttpResponse::NoContent().finish())
