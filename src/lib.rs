@@ -48,4 +48,5 @@ pub mod store;
 pub use config::{Config, Limits};
 pub use http::{configure, observe, ApiError, AppState};
 pub use metrics::Metrics;
+pub use server::Engine;
 pub use store::{Durability, Reader, ReaderFactory, Store, StoreHandle, Value};

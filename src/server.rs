@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::snapshot::recover::{RecoverError, Scan};
 use crate::snapshot::{Recovered, Snapshotter};
-use crate::store::{Initial, Store};
+use crate::store::{Durability, Initial, Store};
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
@@ -106,78 +106,131 @@ impl DirLock {
     }
 }
 
+/// The store and its snapshot thread, opened on a locked data dir: everything but HTTP.
+///
+/// `serve` wraps it in an HTTP server; tests and tools use it directly to restart in-process.
+#[derive(Debug)]
+pub struct Engine {
+    /// The map and its writer.
+    pub store: Store,
+    /// Figures shared with HTTP.
+    pub metrics: Arc<Metrics>,
+    /// What recovery loaded, if anything.
+    pub recovered: Option<Recovered>,
+    snapshotter: Snapshotter,
+    _lock: DirLock,
+}
+
+impl Engine {
+    /// Locks `data_dir` (creating it), recovers the newest valid image, starts both threads.
+    pub fn open(
+        data_dir: &Path,
+        durability: Durability,
+        snapshot_interval: Duration,
+    ) -> Result<Engine, ServeError> {
+        let dir = std::path::absolute(data_dir).map_err(|source| ServeError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let lock = DirLock::acquire(&dir)?;
+
+        let started = Instant::now();
+        tracing::info!(dir = %dir.display(), "recovering");
+        let (initial, recovered) = match Scan::dir(&dir)?.into_recovery()? {
+            Some((path, capacity, image)) => {
+                let recovered = Recovered {
+                    path,
+                    capacity,
+                    seq: image.seq,
+                    bytes: image.len as u64,
+                    written_at: image.written_at,
+                };
+                let initial = Initial {
+                    entries: image.entries,
+                    seq: image.seq,
+                };
+                (initial, Some(recovered))
+            }
+            None => (Initial::default(), None),
+        };
+        let keys = initial.entries.len();
+        let metrics = Arc::new(Metrics::default());
+        let (snap_tx, snapshotter) = Snapshotter::start(
+            &dir,
+            &initial.entries,
+            recovered.clone(),
+            snapshot_interval,
+            Arc::clone(&metrics),
+        )?;
+        let store = Store::start(initial, durability, Some(snap_tx), Arc::clone(&metrics))?;
+        let ms = started.elapsed().as_millis();
+        match &recovered {
+            Some(r) => tracing::info!(
+                file = %r.path.display(), seq = r.seq, keys, ms = ms as u64, "recovered"
+            ),
+            None => tracing::info!(dir = %dir.display(), "no snapshot: starting empty"),
+        }
+        Ok(Engine {
+            store,
+            metrics,
+            recovered,
+            snapshotter,
+            _lock: lock,
+        })
+    }
+
+    /// Stops the writer (after what it has drained), then waits for the final snapshot.
+    pub fn close(self) -> Result<(), ServeError> {
+        self.store.shutdown();
+        self.snapshotter.join().map_err(ServeError::FinalSnapshot)
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM, then shuts down in order and writes a final snapshot.
 pub fn serve(config: &Config) -> Result<(), ServeError> {
-    let dir = std::path::absolute(&config.data_dir).map_err(|source| ServeError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
-        path: dir.clone(),
-        source,
-    })?;
-    let _lock = DirLock::acquire(&dir)?;
-
     let started = Instant::now();
-    tracing::info!(dir = %dir.display(), "recovering");
-    let found = Scan::dir(&dir)?.into_recovery()?;
-    let (initial, recovered) = match found {
-        Some((path, capacity, image)) => {
-            let recovered = Recovered {
-                path,
-                capacity,
-                seq: image.seq,
-                bytes: image.len as u64,
-                written_at: image.written_at,
-            };
-            let initial = Initial {
-                entries: image.entries,
-                seq: image.seq,
-            };
-            (initial, Some(recovered))
-        }
-        None => (Initial::default(), None),
-    };
+    let engine = Engine::open(
+        &config.data_dir,
+        config.durability,
+        config.snapshot_interval,
+    )?;
     let ms = started.elapsed().as_millis();
-    match &recovered {
+    let keys = engine
+        .metrics
+        .keys
+        .load(std::sync::atomic::Ordering::Acquire);
+    match &engine.recovered {
         Some(r) => println!(
-            "recovered {} seq={} keys={} in {ms} ms",
+            "recovered {} seq={} keys={keys} in {ms} ms",
             r.path.display(),
-            r.seq,
-            initial.entries.len()
+            r.seq
         ),
         None => println!(
             "recovered nothing (no snapshot in {}) seq=0 keys=0 in {ms} ms",
-            dir.display()
+            config.data_dir.display()
         ),
     }
 
-    let metrics = Arc::new(Metrics::default());
-    let (snap_tx, snapshotter) = Snapshotter::start(
-        &dir,
-        &initial.entries,
-        recovered,
-        config.snapshot_interval,
-        Arc::clone(&metrics),
-    )?;
-    let store = Store::start(
-        initial,
-        config.durability,
-        Some(snap_tx),
-        Arc::clone(&metrics),
-    )?;
-
-    let listener = TcpListener::bind(config.addr).map_err(|source| ServeError::Bind {
-        addr: config.addr,
-        source,
-    })?;
-    let http_result = run_http(config, listener, &store, metrics);
+    let listener = match TcpListener::bind(config.addr) {
+        Ok(l) => l,
+        Err(source) => {
+            engine.close()?;
+            return Err(ServeError::Bind {
+                addr: config.addr,
+                source,
+            });
+        }
+    };
+    let http_result = run_http(config, listener, &engine.store, Arc::clone(&engine.metrics));
 
     // HTTP has stopped: no new writes. Drain the writer, then let the snapshot thread finish.
-    store.shutdown();
-    let snapshot_result = snapshotter.join().map_err(ServeError::FinalSnapshot);
+    let closed = engine.close();
     http_result?;
-    snapshot_result
+    closed
 }
 
 fn run_http(

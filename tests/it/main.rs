@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod crash;
+mod model;
 mod recovery;
 mod smoke;
 mod util;

@@ -1,0 +1,248 @@
+//! Model-based property test: random sequences of puts, deletes, batches, compare-and-set,
+//! snapshots and restarts against the library (the same `Engine` the server runs), checked
+//! after every step against a plain in-memory model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::{json, Value as Json};
+use twinkv::store::{Conditions, ETags, PendingValue, WriteError};
+use twinkv::{Durability, Engine};
+
+const KEYS: &[&str] = &["a", "a/b", "b", "ключ", "k with space", "z"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(usize, i64),
+    /// Compare-and-set: `true` uses the key's current version, `false` a wrong one.
+    PutIfMatch(usize, i64, bool),
+    PutIfAbsent(usize, i64),
+    Delete(usize),
+    DeleteIfMatch(usize, bool),
+    Batch(Vec<(usize, i64)>, Vec<usize>),
+    Snapshot,
+    Restart,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let key = 0..KEYS.len();
+    prop_oneof![
+        4 => (key.clone(), any::<i64>()).prop_map(|(k, v)| Step::Put(k, v)),
+        2 => (key.clone(), any::<i64>(), any::<bool>()).prop_map(|(k, v, ok)| Step::PutIfMatch(k, v, ok)),
+        1 => (key.clone(), any::<i64>()).prop_map(|(k, v)| Step::PutIfAbsent(k, v)),
+        2 => key.clone().prop_map(Step::Delete),
+        1 => (key.clone(), any::<bool>()).prop_map(|(k, ok)| Step::DeleteIfMatch(k, ok)),
+        2 => (
+            prop::collection::vec((key.clone(), any::<i64>()), 0..4),
+            prop::collection::vec(key, 0..3)
+        )
+            .prop_map(|(puts, dels)| {
+                // A key may not be both put and deleted: the HTTP layer refuses that before
+                // the store sees it.
+                let dels = dels.into_iter().filter(|d| puts.iter().all(|(p, _)| p != d)).collect();
+                Step::Batch(puts, dels)
+            }),
+        1 => Just(Step::Snapshot),
+        1 => Just(Step::Restart),
+    ]
+}
+
+/// What the store should hold: key to (value, version), and the last seq.
+#[derive(Debug, Default)]
+struct Model {
+    map: BTreeMap<String, (Json, u64)>,
+    seq: u64,
+}
+
+fn value(n: i64) -> Json {
+    if n % 3 == 0 {
+        json!(format!("text {n}"))
+    } else {
+        json!({ "n": n, "list": [n, null, true] })
+    }
+}
+
+fn open(dir: &std::path::Path, durability: Durability) -> Engine {
+    Engine::open(dir, durability, Duration::from_millis(1)).expect("engine opens")
+}
+
+fn check(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
+    let reader = engine.store.readers().reader();
+    let page = reader.list("", None, 10_000, true);
+    let got: BTreeMap<String, (Json, u64)> = page
+        .items
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_ref().expect("values asked for");
+            (
+                k.to_string(),
+                (
+                    serde_json::from_slice(v.json()).expect("stored JSON"),
+                    v.version(),
+                ),
+            )
+        })
+        .collect();
+    prop_assert_eq!(&got, &model.map);
+    prop_assert_eq!(
+        engine
+            .metrics
+            .seq
+            .load(std::sync::atomic::Ordering::Acquire),
+        model.seq
+    );
+    Ok(())
+}
+
+fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut engine = open(dir.path(), durability);
+    let mut model = Model::default();
+    for step in steps {
+        let h = engine.store.handle();
+        let version_of = |m: &Model, k: &str| m.map.get(k).map(|(_, v)| *v);
+        match step {
+            Step::Put(k, n) | Step::PutIfAbsent(k, n) | Step::PutIfMatch(k, n, _) => {
+                let key = KEYS[k];
+                let current = version_of(&model, key);
+                let (cond, allowed) = match step {
+                    Step::PutIfAbsent(..) => (
+                        Conditions {
+                            if_none_match: Some(ETags::Any),
+                            ..Default::default()
+                        },
+                        current.is_none(),
+                    ),
+                    Step::PutIfMatch(_, _, right) => {
+                        let tag = if right {
+                            current.unwrap_or(0)
+                        } else {
+                            current.unwrap_or(0) + 1000
+                        };
+                        (
+                            Conditions {
+                                if_match: Some(ETags::List(vec![tag])),
+                                ..Default::default()
+                            },
+                            right && current.is_some(),
+                        )
+                    }
+                    _ => (Conditions::default(), true),
+                };
+                let got =
+                    rt.block_on(h.put(Arc::from(key), PendingValue::from_json(&value(n)), cond));
+                if allowed {
+                    let w = got.expect("put succeeds");
+                    model.seq += 1;
+                    prop_assert_eq!(w.seq, model.seq);
+                    prop_assert_eq!(w.created, current.is_none());
+                    model.map.insert(key.to_string(), (value(n), model.seq));
+                } else {
+                    prop_assert_eq!(got, Err(WriteError::PreconditionFailed));
+                }
+            }
+            Step::Delete(k) | Step::DeleteIfMatch(k, _) => {
+                let key = KEYS[k];
+                let current = version_of(&model, key);
+                let (cond, expect) = match step {
+                    Step::DeleteIfMatch(_, right) => {
+                        let tag = if right {
+                            current.unwrap_or(0)
+                        } else {
+                            current.unwrap_or(0) + 1000
+                        };
+                        let cond = Conditions {
+                            if_match: Some(ETags::List(vec![tag])),
+                            ..Default::default()
+                        };
+                        let expect = if right && current.is_some() {
+                            Ok(())
+                        } else {
+                            Err(WriteError::PreconditionFailed)
+                        };
+                        (cond, expect)
+                    }
+                    _ => (
+                        Conditions::default(),
+                        if current.is_some() {
+                            Ok(())
+                        } else {
+                            Err(WriteError::NotFound)
+                        },
+                    ),
+                };
+                let got = rt.block_on(h.delete(Arc::from(key), cond));
+                match expect {
+                    Ok(()) => {
+                        model.seq += 1;
+                        prop_assert_eq!(got.expect("delete succeeds").seq, model.seq);
+                        model.map.remove(key);
+                    }
+                    Err(e) => prop_assert_eq!(got, Err(e)),
+                }
+            }
+            Step::Batch(puts, dels) => {
+                let changes =
+                    !puts.is_empty() || dels.iter().any(|d| model.map.contains_key(KEYS[*d]));
+                let got = rt
+                    .block_on(
+                        h.batch(
+                            puts.iter()
+                                .map(|(k, n)| {
+                                    (Arc::from(KEYS[*k]), PendingValue::from_json(&value(*n)))
+                                })
+                                .collect(),
+                            dels.iter().map(|d| Arc::from(KEYS[*d])).collect(),
+                        ),
+                    )
+                    .expect("batch succeeds");
+                if changes {
+                    model.seq += 1;
+                    for d in &dels {
+                        model.map.remove(KEYS[*d]);
+                    }
+                    for (k, n) in &puts {
+                        model
+                            .map
+                            .insert(KEYS[*k].to_string(), (value(*n), model.seq));
+                    }
+                }
+                prop_assert_eq!(got.seq, model.seq);
+            }
+            Step::Snapshot => {
+                let status = rt.block_on(h.snapshot()).expect("snapshot succeeds");
+                prop_assert_eq!(status.durable_seq, model.seq);
+            }
+            Step::Restart => {
+                engine.close().expect("clean close");
+                engine = open(dir.path(), durability);
+            }
+        }
+        check(&engine, &model)?;
+    }
+    engine.close().expect("clean close");
+    // And a last restart: whatever the steps, the final state survives.
+    let engine = open(dir.path(), durability);
+    check(&engine, &model)?;
+    engine.close().expect("clean close");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn async_store_agrees_with_the_model(steps in prop::collection::vec(step(), 1..40)) {
+        run(steps, Durability::Async)?;
+    }
+
+    #[test]
+    fn sync_store_agrees_with_the_model(steps in prop::collection::vec(step(), 1..30)) {
+        run(steps, Durability::Sync)?;
+    }
+}
