@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod crash;
+mod faults;
 mod model;
 mod recovery;
 mod smoke;
