@@ -8,4 +8,5 @@ mod faults;
 mod model;
 mod recovery;
 mod smoke;
+mod torture;
 mod util;
