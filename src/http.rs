@@ -5,9 +5,9 @@
 //! [`ApiError`], turned into a status and a JSON body in one place (`error.rs`).
 
 mod admin;
-mod decode;
+pub(crate) mod decode;
 mod error;
-mod kv;
+pub(crate) mod kv;
 
 use std::sync::Arc;
 

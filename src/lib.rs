@@ -49,4 +49,12 @@ pub use config::{Config, Limits};
 pub use http::{configure, observe, ApiError, AppState};
 pub use metrics::Metrics;
 pub use server::Engine;
+
+/// Pure decoders of untrusted input, exposed for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::decode::{check_key, form_pairs, percent_decode};
+    pub use crate::http::kv::parse_batch;
+    pub use crate::snapshot::format::decode as decode_snapshot;
+}
 pub use store::{Durability, Reader, ReaderFactory, Store, StoreHandle, Value};

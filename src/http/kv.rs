@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::decode::{check_key, form_pairs, percent_decode};
 use super::error::ApiError;
 use super::{reader, state};
-use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::config::{Limits, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::store::{Conditions, ETags, PendingValue, Value};
 
 const JSON: &str = "application/json";
@@ -310,11 +310,12 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().content_type(JSON).body(body))
 }
 
-/// `POST /kv`: `{"put": {k: v, ...}, "delete": [k, ...]}`, applied atomically at one seq.
-pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let limits = state(&req).limits;
-    let bytes = body(&req, payload, limits.max_batch_bytes, "batch body").await?;
-    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+/// A parsed batch body: puts and deletes, disjoint, every key and value checked.
+pub type Batch = (Vec<(Arc<str>, PendingValue)>, Vec<Arc<str>>);
+
+/// Parses and checks a `POST /kv` body; pure, so fuzzing needs no server.
+pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
+    let doc: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     let serde_json::Value::Object(fields) = doc else {
         return Err(ApiError::BadRequest(
@@ -327,7 +328,7 @@ pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
         match (name.as_str(), field) {
             ("put", serde_json::Value::Object(map)) => {
                 for (key, value) in map {
-                    check_key(&key, &limits, ApiError::BadRequest)?;
+                    check_key(&key, limits, ApiError::BadRequest)?;
                     let value = PendingValue::from_json(&value);
                     if value.json_len() > limits.max_value_bytes {
                         return Err(ApiError::PayloadTooLarge(format!(
@@ -345,7 +346,7 @@ pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
                             "`delete` must be an array of strings".into(),
                         ));
                     };
-                    check_key(&key, &limits, ApiError::BadRequest)?;
+                    check_key(&key, limits, ApiError::BadRequest)?;
                     deletes.push(Arc::<str>::from(key));
                 }
             }
@@ -368,6 +369,14 @@ pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
             "key {k:?} is both put and deleted"
         )));
     }
+    Ok((puts, deletes))
+}
+
+/// `POST /kv`: `{"put": {k: v, ...}, "delete": [k, ...]}`, applied atomically at one seq.
+pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let limits = state(&req).limits;
+    let bytes = body(&req, payload, limits.max_batch_bytes, "batch body").await?;
+    let (puts, deletes) = parse_batch(&bytes, &limits)?;
     let written = state(&req).store.batch(puts, deletes).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "seq": written.seq })))
 }
