@@ -8,5 +8,6 @@ mod faults;
 mod model;
 mod recovery;
 mod smoke;
+mod soak;
 mod torture;
 mod util;
