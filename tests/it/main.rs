@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod crash;
 mod faults;
+mod hostile;
 mod model;
 mod recovery;
 mod smoke;

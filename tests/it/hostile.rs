@@ -1,0 +1,1229 @@
+//! Hostile clients against the real binary, over bare TCP to `127.0.0.1` so no HTTP library
+//! tidies the bytes first.
+//!
+//! The contract says bad input of any kind gets a 4xx JSON error, the server keeps running and
+//! no stored data changes. Each case here sends one kind of bad input and checks that the answer
+//! is a 4xx (a JSON `{"error": ...}` body wherever the request reaches our routes) or that the
+//! server closes or resets the connection — never a 2xx that changed data, never a 5xx, never a
+//! hang. After every case a fresh connection must still be served and `GET /kv?values=true`
+//! (every key, value and version) must equal what it was before the case.
+//!
+//! Covered:
+//! - malformed request lines: garbage bytes, no HTTP version, no target, `HTTP/9.9`, lower-case
+//!   and absurdly long methods, a 100 KB request line;
+//! - bad keys: invalid percent-encoding (`%zz`, `%`, `%E0%A4`), raw NUL/control/DEL bytes in the
+//!   request target, percent-encoded `%00`, `%0A`, `%7F` (400 JSON);
+//! - oversized heads (one 100 KB header, 500 headers) and bodies (`Content-Length: 10000000000`
+//!   with no body sent, a real body and a chunked body over `--max-value-bytes`);
+//! - lying `Content-Length` (short body then half-close, short body then silence, long body
+//!   whose excess is a garbage pipelined request);
+//! - broken chunked encoding (bad size, chunk longer than declared, no final chunk, both
+//!   `Content-Length` and `Transfer-Encoding`);
+//! - a slowloris sender, thousands of idle connections, 100 pipelined GETs;
+//! - wrong methods (405 JSON) and unknown routes (404 JSON).
+//!
+//! Every socket has read and write timeouts, and every loop is bounded, so a misbehaving server
+//! fails a test rather than hanging it. The timeouts are hang guards, not performance claims.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::util::{temp_dir, Resp, Server};
+
+/// The largest value the servers here take, so a small real body is already too large.
+const MAX_VALUE: usize = 1000;
+
+/// How long any one read or write may block before the test calls it a hang.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keys every fixture seeds, so "nothing changed" compares something.
+const SEEDS: [(&str, &str); 3] = [("seed/a", "alpha"), ("seed/b", "beta"), ("seed/c", "gamma")];
+
+/// A server on a fresh data dir, seeded, with the listing taken right after seeding.
+struct Fixture {
+    server: Server,
+    /// The loopback address the server listens on.
+    addr: SocketAddr,
+    /// `GET /kv?values=true` right after seeding.
+    before: Value,
+    _dir: TempDir,
+}
+
+impl Fixture {
+    /// Starts a server with `--max-value-bytes 1000` and seeds [`SEEDS`].
+    fn start() -> Fixture {
+        let dir = temp_dir();
+        let max = MAX_VALUE.to_string();
+        let server = Server::start(dir.path(), &["--max-value-bytes", &max]);
+        let addr: SocketAddr = server
+            .base
+            .strip_prefix("http://")
+            .expect("base starts with http://")
+            .parse()
+            .expect("base is IP:PORT");
+        assert_eq!(
+            addr.ip().to_string(),
+            "127.0.0.1",
+            "tests only talk to 127.0.0.1"
+        );
+        for (k, v) in SEEDS {
+            assert_eq!(server.put_text(k, v).status, 201);
+        }
+        let mut f = Fixture {
+            server,
+            addr,
+            before: Value::Null,
+            _dir: dir,
+        };
+        f.before = f.listing();
+        f
+    }
+
+    /// A fresh connection with read and write timeouts.
+    fn connect(&self) -> Conn {
+        Conn::open(self.addr, IO_TIMEOUT)
+    }
+
+    /// Sends `bytes` on a fresh connection and reads one answer.
+    fn exchange(&self, bytes: &[u8]) -> Outcome {
+        let mut c = self.connect();
+        c.send(bytes);
+        c.answer()
+    }
+
+    /// A normal request on a fresh connection: must be answered with 200.
+    fn fresh_ok(&self, path: &str, context: &str) -> Resp {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        match self.exchange(req.as_bytes()) {
+            Outcome::Response(r) if r.status == 200 => r,
+            other => panic!("after {context}: GET {path} on a fresh connection: {other:?}"),
+        }
+    }
+
+    /// Every key with its value and version, read on a fresh connection.
+    fn listing(&self) -> Value {
+        let r = self.fresh_ok("/kv?values=true&limit=10000", "listing");
+        let v: Value = serde_json::from_slice(&r.body).expect("listing is JSON");
+        assert_eq!(v["next"], Value::Null, "the listing fits one page");
+        v
+    }
+
+    /// The server still serves a fresh connection and no stored data changed.
+    fn assert_intact(&self, context: &str) {
+        self.fresh_ok("/health", context);
+        assert_eq!(
+            self.listing(),
+            self.before,
+            "after {context}: stored data changed"
+        );
+    }
+
+    /// Like [`Fixture::assert_intact`], but `key` may have been written (correct HTTP allows it).
+    fn assert_intact_but(&self, key: &str, context: &str) {
+        self.fresh_ok("/health", context);
+        let mut now = self.listing();
+        now["items"]
+            .as_array_mut()
+            .expect("items")
+            .retain(|item| item["key"] != key);
+        assert_eq!(now, self.before, "after {context}: stored data changed");
+    }
+
+    /// `key` is not stored (checked on a fresh connection).
+    fn assert_absent(&self, key: &str, context: &str) {
+        let req = format!("GET /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        match self.exchange(req.as_bytes()) {
+            Outcome::Response(r) if r.status == 404 => {}
+            other => panic!("after {context}: {key} should be absent, GET gave {other:?}"),
+        }
+    }
+}
+
+/// What came back for one request.
+enum Outcome {
+    /// A whole response.
+    Response(Resp),
+    /// The server closed the connection (read returned 0) before a response began.
+    Closed,
+    /// The connection was reset or broke (an I/O error other than a timeout).
+    Reset(std::io::Error),
+    /// Nothing, or only part of a response, arrived within the read timeout.
+    TimedOut(Vec<u8>),
+    /// Bytes that are not an HTTP/1.x response, or a response cut short.
+    Garbled(Vec<u8>),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Response(r) => {
+                write!(f, "{} {:?} body \"{}\"", r.status, r.headers, show(&r.body))
+            }
+            Outcome::Closed => write!(f, "closed"),
+            Outcome::Reset(e) => write!(f, "reset ({e})"),
+            Outcome::TimedOut(b) => write!(f, "timed out after \"{}\"", show(b)),
+            Outcome::Garbled(b) => write!(f, "garbled: \"{}\"", show(b)),
+        }
+    }
+}
+
+impl Outcome {
+    /// A short name for reports: the status, or how the connection ended.
+    fn summary(&self) -> String {
+        match self {
+            Outcome::Response(r) => {
+                let json = serde_json::from_slice::<Value>(&r.body).ok();
+                let body = match json {
+                    _ if r.body.is_empty() => "empty body",
+                    Some(v) if v["error"].is_string() => "JSON error",
+                    Some(_) => "JSON",
+                    None => "non-JSON body",
+                };
+                format!("{} ({body})", r.status)
+            }
+            Outcome::Closed => "closed".into(),
+            Outcome::Reset(_) => "reset".into(),
+            Outcome::TimedOut(_) => "timed out".into(),
+            Outcome::Garbled(_) => "garbled".into(),
+        }
+    }
+}
+
+/// At most the first 300 bytes, escaped, for messages.
+fn show(b: &[u8]) -> String {
+    let head = &b[..b.len().min(300)];
+    let mut s = head.escape_ascii().to_string();
+    if b.len() > head.len() {
+        s.push_str(&format!("... ({} bytes)", b.len()));
+    }
+    s
+}
+
+/// A client connection that reads whole responses out of a buffer.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read but not yet consumed as a response.
+    buf: Vec<u8>,
+    /// The error of the first write that failed, if any: the server hung up on us.
+    write_error: Option<std::io::Error>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr, timeout: Duration) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
+        stream.set_read_timeout(Some(timeout)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        Conn {
+            stream,
+            buf: Vec::new(),
+            write_error: None,
+        }
+    }
+
+    /// Writes `bytes`; a failure is remembered (the server may have answered and hung up).
+    fn send(&mut self, bytes: &[u8]) {
+        if self.write_error.is_some() {
+            return;
+        }
+        if let Err(e) = self
+            .stream
+            .write_all(bytes)
+            .and_then(|_| self.stream.flush())
+        {
+            self.write_error = Some(e);
+        }
+    }
+
+    /// Half-closes our side: the server reads end-of-stream.
+    fn finish(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Reads more bytes into `buf`; `Err` says how the connection ended.
+    fn fill(&mut self) -> Result<(), Outcome> {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) if self.buf.is_empty() => Err(Outcome::Closed),
+            Ok(0) => Err(Outcome::Garbled(std::mem::take(&mut self.buf))),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(Outcome::TimedOut(std::mem::take(&mut self.buf)))
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(Outcome::Reset(e)),
+        }
+    }
+
+    /// Reads one response (to a request that was not `HEAD`).
+    fn answer(&mut self) -> Outcome {
+        match self.read_response() {
+            Ok(r) => Outcome::Response(r),
+            Err(o) => o,
+        }
+    }
+
+    fn read_response(&mut self) -> Result<Resp, Outcome> {
+        // Bounded: every pass reads at least one byte or returns, and the head is capped.
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+            }
+            self.fill()?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok());
+        let Some(status) = status else {
+            return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+        };
+        let mut headers = Vec::new();
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+            };
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        self.buf.drain(..head_end + 4);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body = if status < 200 || status == 204 || status == 304 {
+            Vec::new()
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            self.read_chunked()?
+        } else if let Some(len) = header("content-length") {
+            let Ok(len) = len.parse::<usize>() else {
+                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+            };
+            self.read_exact_body(len)?
+        } else {
+            // Delimited by close.
+            loop {
+                match self.fill() {
+                    Ok(()) => {}
+                    Err(Outcome::Closed | Outcome::Garbled(_)) => break,
+                    Err(other) => return Err(other),
+                }
+                if self.buf.len() > 16 << 20 {
+                    return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+                }
+            }
+            std::mem::take(&mut self.buf)
+        };
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn read_exact_body(&mut self, len: usize) -> Result<Vec<u8>, Outcome> {
+        while self.buf.len() < len {
+            let had = self.buf.clone();
+            if let Err(e) = self.fill() {
+                return Err(match e {
+                    Outcome::Closed => Outcome::Garbled(had),
+                    other => other,
+                });
+            }
+        }
+        Ok(self.buf.drain(..len).collect())
+    }
+
+    fn read_chunked(&mut self) -> Result<Vec<u8>, Outcome> {
+        let mut body = Vec::new();
+        // Bounded by the 16 MiB cap on the decoded body.
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                self.fill()?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| Outcome::Garbled(self.buf.clone()))?;
+            self.buf.drain(..line_end + 2);
+            let chunk = self.read_exact_body(size + 2)?;
+            if size == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..size]);
+            if body.len() > 16 << 20 {
+                return Err(Outcome::Garbled(body));
+            }
+        }
+    }
+}
+
+/// What a case must get back.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// A 4xx (any body) or a closed or reset connection: the HTTP parser may refuse it.
+    Refused,
+    /// Exactly this status with a JSON `{"error": "..."}` body: the request reaches our routes.
+    Json(u16),
+}
+
+/// Checks `out` against `expect`; `Err` describes the violation with the bytes sent.
+fn check(name: &str, sent: &[u8], expect: Expect, out: &Outcome) -> Result<(), String> {
+    let fail = |why: &str| {
+        Err(format!(
+            "{name}: {why}\n  sent: {}\n  got: {out:?}",
+            show(sent)
+        ))
+    };
+    match (expect, out) {
+        (_, Outcome::TimedOut(_)) => fail("no answer and no close within the timeout"),
+        (_, Outcome::Garbled(_)) => fail("not an HTTP response"),
+        (Expect::Refused, Outcome::Closed | Outcome::Reset(_)) => Ok(()),
+        (Expect::Json(_), Outcome::Closed | Outcome::Reset(_)) => {
+            fail("wanted a JSON error, the connection was closed")
+        }
+        (Expect::Refused, Outcome::Response(r)) if (400..500).contains(&r.status) => {
+            // The parser's own refusals may have an empty body; any body that is there and
+            // says it is JSON must be a JSON error.
+            let says_json = r.header("content-type").is_some_and(|t| t.contains("json"));
+            if says_json && !is_json_error(&r.body) {
+                return fail("a JSON content type without a JSON error body");
+            }
+            Ok(())
+        }
+        (Expect::Refused, Outcome::Response(_)) => fail("wanted a 4xx or a close"),
+        (Expect::Json(want), Outcome::Response(r)) => {
+            if r.status != want {
+                return fail(&format!("wanted {want}"));
+            }
+            if !is_json_error(&r.body) {
+                return fail("the body is not a JSON error object");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn is_json_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .is_ok_and(|v| v["error"].as_str().is_some_and(|m| !m.trim().is_empty()))
+}
+
+/// One request's bytes, what it must get, and a key it must not have written.
+struct Case {
+    name: &'static str,
+    bytes: Vec<u8>,
+    expect: Expect,
+    /// A key the request tries to write, which must stay absent.
+    absent: Option<&'static str>,
+    /// Half-close our side after sending, so the server sees end-of-stream.
+    half_close: bool,
+}
+
+impl Case {
+    fn then_half_close(mut self) -> Case {
+        self.half_close = true;
+        self
+    }
+}
+
+fn case(name: &'static str, bytes: impl Into<Vec<u8>>, expect: Expect) -> Case {
+    Case {
+        name,
+        bytes: bytes.into(),
+        expect,
+        absent: None,
+        half_close: false,
+    }
+}
+
+fn writing(name: &'static str, key: &'static str, bytes: impl Into<Vec<u8>>, e: Expect) -> Case {
+    Case {
+        name,
+        bytes: bytes.into(),
+        expect: e,
+        absent: Some(key),
+        half_close: false,
+    }
+}
+
+/// Runs each case on a fresh connection, checks the answer, liveness and stored data, and fails
+/// once with every violation; prints what each case got.
+fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
+    let mut violations = Vec::new();
+    for c in cases {
+        let mut conn = f.connect();
+        conn.send(&c.bytes);
+        if c.half_close {
+            conn.finish();
+        }
+        let out = conn.answer();
+        eprintln!("{}: {}", c.name, out.summary());
+        if let Err(v) = check(c.name, &c.bytes, c.expect, &out) {
+            violations.push(v);
+        }
+        f.fresh_ok("/health", c.name);
+        let now = f.listing();
+        if now != f.before {
+            let changed: Vec<&Value> = now["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .filter(|i| !f.before["items"].as_array().expect("items").contains(i))
+                .collect();
+            violations.push(format!(
+                "{}: stored data changed{}: now {changed:?}\n  sent: {}\n  got: {out:?}",
+                c.name,
+                c.absent
+                    .map_or(String::new(), |k| format!(" (it tried to write {k:?})")),
+                show(&c.bytes)
+            ));
+            // Undo, so the later cases are judged on their own.
+            for item in changed {
+                let key = item["key"].as_str().expect("key");
+                let _ = f.server.delete(&crate::util::encode(key));
+            }
+            f.before = f.listing();
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "{} violation(s):\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
+}
+
+/// A complete `PUT /kv/{key}` with a short text body, the request line given whole.
+fn put_line(line: &[u8]) -> Vec<u8> {
+    let mut v = line.to_vec();
+    v.extend_from_slice(b"\r\nHost: 127.0.0.1\r\nContent-Length: 7\r\n\r\nchanged");
+    v
+}
+
+#[test]
+fn malformed_request_lines_are_refused() {
+    let mut f = Fixture::start();
+    let mut long_method = vec![b'P'; 64 * 1024];
+    long_method.extend_from_slice(b" /kv/longmethod HTTP/1.1");
+    let mut long_line = b"PUT /kv/".to_vec();
+    long_line.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    long_line.extend_from_slice(b" HTTP/1.1");
+    let mut long_query = b"GET /kv?values=true&x=".to_vec();
+    long_query.extend(std::iter::repeat_n(b'q', 100 * 1024));
+    long_query.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    run_cases(
+        &mut f,
+        vec![
+            case(
+                "garbage bytes",
+                b"\x00\xff\xfe\x16\x03\x01 garbage \x80\x81\r\n\r\n".to_vec(),
+                Expect::Refused,
+            ),
+            case(
+                "a TLS ClientHello",
+                b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03".to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "no HTTP version",
+                "nover",
+                put_line(b"PUT /kv/nover"),
+                Expect::Refused,
+            ),
+            case(
+                "no request target",
+                b"GET  HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "HTTP/9.9",
+                "v99",
+                put_line(b"PUT /kv/v99 HTTP/9.9"),
+                Expect::Refused,
+            ),
+            writing(
+                "HTTP/2.0 on an HTTP/1 connection",
+                "v20",
+                put_line(b"PUT /kv/v20 HTTP/2.0"),
+                Expect::Refused,
+            ),
+            // Methods are case-sensitive: `put` is not PUT. An unknown method is a valid token,
+            // so it reaches the routes, which answer 405.
+            writing(
+                "lower-case method",
+                "lower",
+                put_line(b"put /kv/lower HTTP/1.1"),
+                Expect::Json(405),
+            ),
+            writing(
+                "64 KB method",
+                "longmethod",
+                put_line(&long_method),
+                Expect::Json(405),
+            ),
+            case(
+                "100 KB request line (key)",
+                put_line(&long_line),
+                Expect::Refused,
+            ),
+            case("100 KB request line (query)", long_query, Expect::Refused),
+        ],
+    );
+}
+
+#[test]
+fn bad_keys_in_the_path_are_refused() {
+    let mut f = Fixture::start();
+    let put = |target: &[u8]| {
+        let mut v = b"PUT ".to_vec();
+        v.extend_from_slice(target);
+        v.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 7\r\n\r\nchanged");
+        v
+    };
+    let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    run_cases(
+        &mut f,
+        vec![
+            case("PUT /kv/%zz", put(b"/kv/%zz"), Expect::Json(400)),
+            case("PUT /kv/%", put(b"/kv/%"), Expect::Json(400)),
+            case("PUT /kv/a%", put(b"/kv/a%"), Expect::Json(400)),
+            case("PUT /kv/%4", put(b"/kv/%4"), Expect::Json(400)),
+            case(
+                "PUT /kv/%E0%A4 (truncated UTF-8)",
+                put(b"/kv/%E0%A4"),
+                Expect::Json(400),
+            ),
+            case(
+                "PUT /kv/%FF (not UTF-8)",
+                put(b"/kv/%FF"),
+                Expect::Json(400),
+            ),
+            case(
+                "PUT /kv/%ED%A0%80 (a surrogate)",
+                put(b"/kv/%ED%A0%80"),
+                Expect::Json(400),
+            ),
+            case("GET /kv/%zz", get("/kv/%zz"), Expect::Json(400)),
+            case("GET /kv/%E0%A4", get("/kv/%E0%A4"), Expect::Json(400)),
+            case(
+                "DELETE /kv/%zz",
+                b"DELETE /kv/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+                Expect::Json(400),
+            ),
+            case("PUT /kv/a%00b", put(b"/kv/a%00b"), Expect::Json(400)),
+            case("PUT /kv/a%0Ab", put(b"/kv/a%0Ab"), Expect::Json(400)),
+            case("PUT /kv/a%7Fb", put(b"/kv/a%7Fb"), Expect::Json(400)),
+            case("PUT /kv/%00", put(b"/kv/%00"), Expect::Json(400)),
+            case("PUT /kv/a%0D%0Ab", put(b"/kv/a%0D%0Ab"), Expect::Json(400)),
+            case("GET /kv/a%00b", get("/kv/a%00b"), Expect::Json(400)),
+            // Raw control bytes are not allowed in a request target: the parser may refuse them.
+            case(
+                "PUT raw NUL in the target",
+                put(b"/kv/a\x00b"),
+                Expect::Refused,
+            ),
+            case(
+                "PUT raw 0x01 in the target",
+                put(b"/kv/a\x01b"),
+                Expect::Refused,
+            ),
+            case(
+                "PUT raw DEL in the target",
+                put(b"/kv/a\x7fb"),
+                Expect::Refused,
+            ),
+            case(
+                "PUT raw ESC in the target",
+                put(b"/kv/a\x1bb"),
+                Expect::Refused,
+            ),
+            case(
+                "PUT raw 0xFF in the target",
+                put(b"/kv/a\xffb"),
+                Expect::Refused,
+            ),
+            case(
+                "PUT raw space in the target",
+                put(b"/kv/a b"),
+                Expect::Refused,
+            ),
+            case("PUT /kv/ (empty key)", put(b"/kv/"), Expect::Json(400)),
+        ],
+    );
+}
+
+#[test]
+fn oversized_heads_are_refused() {
+    let mut f = Fixture::start();
+    let big_header = |n: usize| {
+        let mut v = b"PUT /kv/bighead HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".to_vec();
+        v.extend(std::iter::repeat_n(b'h', n));
+        v.extend_from_slice(b"\r\nContent-Length: 7\r\n\r\nchanged");
+        v
+    };
+    let mut many = b"PUT /kv/manyheads HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_vec();
+    for i in 0..500 {
+        many.extend_from_slice(format!("X-H{i}: {i}\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"Content-Length: 7\r\n\r\nchanged");
+    run_cases(
+        &mut f,
+        vec![
+            // Under actix-http's fixed 128 KiB head buffer, so only the server's own limit (if
+            // any) can refuse it.
+            writing(
+                "one 100 KB header",
+                "bighead",
+                big_header(100 * 1024),
+                Expect::Refused,
+            ),
+            writing(
+                "one 1 MB header",
+                "bighead",
+                big_header(1024 * 1024),
+                Expect::Refused,
+            ),
+            writing("500 headers", "manyheads", many, Expect::Refused),
+        ],
+    );
+}
+
+#[test]
+fn oversized_bodies_are_413_and_apply_nothing() {
+    let mut f = Fixture::start();
+    let body = vec![b'b'; MAX_VALUE * 5];
+    let mut with_length = format!(
+        "PUT /kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    with_length.extend_from_slice(&body);
+    let mut chunked =
+        b"PUT /kv/bigchunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..5 {
+        chunked.extend_from_slice(format!("{:x}\r\n", MAX_VALUE).as_bytes());
+        chunked.extend_from_slice(&body[..MAX_VALUE]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let form_body = format!("value={}", "f".repeat(MAX_VALUE * 4));
+    let form = format!(
+        "POST /kv/bigform HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form_body}",
+        form_body.len()
+    );
+    let batch_body = format!(
+        r#"{{"put": {{"bigbatch": "{}"}}}}"#,
+        "x".repeat(MAX_VALUE * 2)
+    );
+    let batch = format!(
+        "POST /kv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{batch_body}",
+        batch_body.len()
+    );
+    run_cases(
+        &mut f,
+        vec![
+            // Only the head is sent: the server must refuse on the declared length alone.
+            writing(
+                "Content-Length: 10000000000, no body sent",
+                "huge",
+                b"PUT /kv/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000000\r\n\r\n"
+                    .to_vec(),
+                Expect::Json(413),
+            ),
+            writing(
+                "Content-Length: u64::MAX, no body sent",
+                "huge",
+                b"PUT /kv/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 18446744073709551615\r\n\r\n"
+                    .to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "Content-Length: 2^64 (overflows), no body sent",
+                "huge",
+                b"PUT /kv/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 18446744073709551616\r\n\r\n"
+                    .to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "Content-Length: -1",
+                "huge",
+                b"PUT /kv/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\nchanged"
+                    .to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "a 5000-byte body over --max-value-bytes 1000",
+                "big",
+                with_length,
+                Expect::Json(413),
+            ),
+            writing(
+                "a 5000-byte chunked body over --max-value-bytes 1000",
+                "bigchunked",
+                chunked,
+                Expect::Json(413),
+            ),
+            writing(
+                "a form value over --max-value-bytes 1000",
+                "bigform",
+                form,
+                Expect::Json(413),
+            ),
+            writing(
+                "a batch value over --max-value-bytes 1000",
+                "bigbatch",
+                batch,
+                Expect::Json(413),
+            ),
+        ],
+    );
+}
+
+/// `PUT /kv/{key}` declaring `declared` body bytes.
+fn put_head(key: &str, declared: usize) -> Vec<u8> {
+    format!("PUT /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n\r\n")
+        .into_bytes()
+}
+
+#[test]
+fn a_lying_content_length_applies_nothing_it_should_not() {
+    let f = Fixture::start();
+
+    // Short body, then silence: runs beside the other cases. The server must give up on the
+    // body (4xx or close) within the guard; the guard is longer than the server's ~5 s client
+    // timeouts, so it only catches a connection held forever.
+    let silent = {
+        let addr = f.addr;
+        std::thread::spawn(move || {
+            let mut sent = put_head("short-silent", 100);
+            sent.extend_from_slice(b"0123456789");
+            let mut c = Conn::open(addr, Duration::from_secs(15));
+            c.send(&sent);
+            let out = c.answer();
+            (sent, out)
+        })
+    };
+
+    // Short body, then half-close.
+    let mut sent = put_head("short-closed", 100);
+    sent.extend_from_slice(b"0123456789");
+    let mut c = f.connect();
+    c.send(&sent);
+    c.finish();
+    let out = c.answer();
+    eprintln!("declares 100, sends 10, half-closes: {}", out.summary());
+    let mut violations = Vec::new();
+    if let Err(v) = check("short body then half-close", &sent, Expect::Refused, &out) {
+        violations.push(v);
+    }
+    f.assert_absent("short-closed", "short body then half-close");
+    f.assert_intact("short body then half-close");
+
+    // Long body: the 45 bytes past the declared 5 are a garbage second request. Storing the
+    // first 5 bytes is correct HTTP; the garbage must be refused or the connection closed.
+    let mut sent = put_head("over", 5);
+    sent.extend_from_slice(b"hello");
+    sent.extend_from_slice(b"\x00\x01garbage that is no request line at all\r\n\r\n");
+    let mut c = f.connect();
+    c.send(&sent);
+    let first = c.answer();
+    let second = match &first {
+        Outcome::Response(_) => Some(c.answer()),
+        _ => None,
+    };
+    eprintln!(
+        "declares 5, sends 50: {} then {}",
+        first.summary(),
+        second.as_ref().map_or("nothing".into(), Outcome::summary)
+    );
+    match &first {
+        Outcome::Response(r)
+            if (200..300).contains(&r.status) || (400..500).contains(&r.status) => {}
+        Outcome::Closed | Outcome::Reset(_) => {}
+        other => violations.push(format!(
+            "declares 5, sends 50: first answer {other:?}\n  sent: {}",
+            show(&sent)
+        )),
+    }
+    if let Some(second) = &second {
+        if let Err(v) = check(
+            "declares 5, sends 50 (the excess)",
+            &sent,
+            Expect::Refused,
+            second,
+        ) {
+            violations.push(v);
+        }
+    }
+    let stored = f.fresh_ok("/kv?values=true", "declares 5, sends 50");
+    let stored: Value = serde_json::from_slice(&stored.body).expect("JSON");
+    if let Some(item) = stored["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["key"] == "over")
+    {
+        assert_eq!(
+            item["value"], "hello",
+            "only the declared 5 bytes may be stored"
+        );
+    }
+    f.assert_intact_but("over", "declares 5, sends 50");
+
+    let (sent, out) = silent.join().expect("the silent sender's thread");
+    eprintln!("declares 100, sends 10, waits: {}", out.summary());
+    if let Err(v) = check(
+        "short body then silence (15 s guard)",
+        &sent,
+        Expect::Refused,
+        &out,
+    ) {
+        violations.push(v);
+    }
+    f.assert_absent("short-silent", "short body then silence");
+    f.assert_intact_but("over", "short body then silence");
+    assert!(
+        violations.is_empty(),
+        "{} violation(s):\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn broken_chunked_bodies_apply_nothing() {
+    let mut f = Fixture::start();
+    let chunked = |key: &str, body: &[u8]| {
+        let mut v = format!(
+            "PUT /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        v.extend_from_slice(body);
+        v
+    };
+    run_cases(
+        &mut f,
+        vec![
+            writing(
+                "invalid chunk size zz",
+                "ch-size",
+                chunked("ch-size", b"zz\r\nchanged\r\n0\r\n\r\n"),
+                Expect::Refused,
+            ),
+            writing(
+                "chunk size overflowing u64",
+                "ch-overflow",
+                chunked("ch-overflow", b"fffffffffffffffffffff\r\nchanged\r\n0\r\n\r\n"),
+                Expect::Refused,
+            ),
+            writing(
+                "chunk longer than declared",
+                "ch-long",
+                chunked("ch-long", b"5\r\nhelloEXTRA\r\n0\r\n\r\n"),
+                Expect::Refused,
+            ),
+            writing(
+                "no final chunk, then half-close",
+                "ch-open",
+                chunked("ch-open", b"5\r\nhello\r\n"),
+                Expect::Refused,
+            )
+            .then_half_close(),
+            writing(
+                "chunk cut short, then half-close",
+                "ch-cut",
+                chunked("ch-cut", b"a\r\nhel"),
+                Expect::Refused,
+            )
+            .then_half_close(),
+            writing(
+                "Content-Length and Transfer-Encoding: chunked",
+                "ch-both",
+                b"PUT /kv/ch-both HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "Transfer-Encoding: chunked on HTTP/1.0",
+                "ch-10",
+                b"PUT /kv/ch-10 HTTP/1.0\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+                Expect::Refused,
+            ),
+            writing(
+                "Transfer-Encoding: gzip, chunked",
+                "ch-gzip",
+                b"PUT /kv/ch-gzip HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+                Expect::Refused,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_slowloris_sender_is_cut_off_while_others_are_served() {
+    let f = Fixture::start();
+    // A head that never ends: the loop below stops long before its last byte.
+    let mut head = b"PUT /kv/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".to_vec();
+    head.extend(std::iter::repeat_n(b's', 200));
+    const STEP: Duration = Duration::from_millis(200);
+    const BOUND: Duration = Duration::from_secs(15);
+
+    let mut c = Conn::open(f.addr, BOUND + Duration::from_secs(5));
+    let mut reader = Conn {
+        stream: c.stream.try_clone().expect("clone the socket"),
+        buf: Vec::new(),
+        write_error: None,
+    };
+    let (tx, rx) = mpsc::channel();
+    let reader_thread = std::thread::spawn(move || {
+        let out = reader.answer();
+        let _ = tx.send(());
+        out
+    });
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut served = 0;
+    let mut ended = false;
+    for (i, byte) in head.iter().enumerate() {
+        if rx.try_recv().is_ok() {
+            ended = true;
+            break;
+        }
+        if started.elapsed() > BOUND {
+            break;
+        }
+        c.send(&[*byte]);
+        if c.write_error.is_some() {
+            ended = true;
+            break;
+        }
+        sent += 1;
+        if i % 5 == 0 {
+            // Others are served meanwhile.
+            f.fresh_ok("/health", "a slowloris sender is connected");
+            served += 1;
+        }
+        std::thread::sleep(STEP);
+    }
+    // Wake the reader if the server never ended the connection.
+    if !ended && rx.recv_timeout(Duration::from_secs(1)).is_err() {
+        let _ = c.stream.shutdown(Shutdown::Both);
+    }
+    let out = reader_thread.join().expect("the reader thread");
+    eprintln!(
+        "slowloris: {sent} bytes over {:?}, {served} other requests served, write error {:?}, then {}",
+        started.elapsed(),
+        c.write_error.as_ref().map(|e| e.kind()),
+        out.summary()
+    );
+    assert!(
+        served > 0,
+        "no other request was made while the sender was slow"
+    );
+    assert!(
+        ended,
+        "the server still held a slowloris connection after {BOUND:?} ({sent} bytes sent: {})",
+        show(&head[..sent])
+    );
+    match &out {
+        Outcome::Response(r) => assert!(
+            matches!(r.status, 400 | 408 | 431),
+            "slowloris: wanted 408, 400 or a close, got {out:?}"
+        ),
+        Outcome::Closed | Outcome::Reset(_) => {}
+        other => panic!("slowloris: wanted 408, 400 or a close, got {other:?}"),
+    }
+    f.assert_absent("slow", "slowloris");
+    f.assert_intact("slowloris");
+}
+
+/// Raises the soft open-files limit to the hard one; returns the soft limit now in force.
+fn raise_nofile_limit() -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one `rlimit` we own.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(rc, 0, "getrlimit");
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit(2) reads one `rlimit` we own; raising the soft limit to the hard
+        // one is always permitted and only affects this process and the children it spawns.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+        if rc == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_starve_a_client() {
+    // Before the server starts, so it inherits the raised limit too.
+    let limit = raise_nofile_limit();
+    let f = Fixture::start();
+    // Each side holds one descriptor per connection; stay well below the limit.
+    let n = 2000.min(limit.saturating_sub(200) / 2) as usize;
+    assert!(n >= 100, "RLIMIT_NOFILE {limit} is too low for this test");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        assert!(
+            Instant::now() < deadline,
+            "opening {n} connections took over 30 s ({} open)",
+            idle.len()
+        );
+        let s = TcpStream::connect_timeout(&f.addr, IO_TIMEOUT).expect("connect an idle client");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        idle.push(s);
+    }
+    // While they are all open (the server may start closing them after its ~5 s head timeout),
+    // a normal client is still answered, reads and writes alike.
+    for i in 0..5 {
+        f.fresh_ok("/health", &format!("{n} idle connections, request {i}"));
+    }
+    let body = b"PUT /kv/while-idle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nok";
+    match f.exchange(body) {
+        Outcome::Response(r) if r.status == 201 => {}
+        other => panic!("a PUT while {n} connections idle: {other:?}"),
+    }
+    eprintln!("{n} idle connections open; a normal client was served");
+    drop(idle);
+    f.fresh_ok("/health", "closing the idle connections");
+    f.assert_intact_but("while-idle", "idle connections");
+}
+
+#[test]
+fn a_hundred_pipelined_gets_are_answered_in_order() {
+    let f = Fixture::start();
+    let mut put = serde_json::Map::new();
+    for i in 0..100 {
+        put.insert(format!("p{i:02}"), Value::String(format!("value {i}")));
+    }
+    let r = f.server.batch(&serde_json::json!({ "put": put }));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut req = Vec::new();
+    for i in 0..100 {
+        // Every seventh key is absent, so statuses vary too.
+        let key = if i % 7 == 3 {
+            format!("absent{i}")
+        } else {
+            format!("p{i:02}")
+        };
+        req.extend_from_slice(
+            format!("GET /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
+        );
+    }
+    let mut c = f.connect();
+    c.send(&req);
+    assert!(
+        c.write_error.is_none(),
+        "writing 100 GETs: {:?}",
+        c.write_error
+    );
+    for i in 0..100 {
+        let out = c.answer();
+        let Outcome::Response(r) = &out else {
+            panic!("pipelined response {i}: {out:?}");
+        };
+        if i % 7 == 3 {
+            assert_eq!(r.status, 404, "pipelined response {i}: {out:?}");
+            assert!(is_json_error(&r.body), "pipelined response {i}: {out:?}");
+        } else {
+            assert_eq!(r.status, 200, "pipelined response {i}: {out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&r.body),
+                format!("value {i}"),
+                "pipelined response {i} is out of order"
+            );
+        }
+    }
+    assert!(
+        c.buf.is_empty(),
+        "bytes after the 100th response: {}",
+        show(&c.buf)
+    );
+}
+
+#[test]
+fn wrong_methods_are_405_and_unknown_routes_404_as_json() {
+    let mut f = Fixture::start();
+    let req = |method: &str, path: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: 9\r\n\r\n\"changed\""
+        )
+        .into_bytes()
+    };
+    run_cases(
+        &mut f,
+        vec![
+            writing("PATCH /kv/x", "x", req("PATCH", "/kv/x"), Expect::Json(405)),
+            writing(
+                "PATCH /kv/seed/a",
+                "x",
+                req("PATCH", "/kv/seed/a"),
+                Expect::Json(405),
+            ),
+            case("PUT /health", req("PUT", "/health"), Expect::Json(405)),
+            case(
+                "DELETE /health",
+                req("DELETE", "/health"),
+                Expect::Json(405),
+            ),
+            case("POST /metrics", req("POST", "/metrics"), Expect::Json(405)),
+            case(
+                "DELETE /snapshot",
+                req("DELETE", "/snapshot"),
+                Expect::Json(405),
+            ),
+            case("PUT /kv", req("PUT", "/kv"), Expect::Json(405)),
+            case("DELETE /kv", req("DELETE", "/kv"), Expect::Json(405)),
+            case("TRACE /kv/x", req("TRACE", "/kv/x"), Expect::Json(405)),
+            case("GET /", req("GET", "/"), Expect::Json(404)),
+            case("GET /nope", req("GET", "/nope"), Expect::Json(404)),
+            case("PUT /kvx", req("PUT", "/kvx"), Expect::Json(404)),
+            case("PUT /KV/x", req("PUT", "/KV/x"), Expect::Json(404)),
+            case(
+                "DELETE /kv2/seed/a",
+                req("DELETE", "/kv2/seed/a"),
+                Expect::Json(404),
+            ),
+            case("PUT /../kv/x", req("PUT", "/../kv/x"), Expect::Json(404)),
+            case("PUT *", req("PUT", "*"), Expect::Refused),
+        ],
+    );
+}
