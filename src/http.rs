@@ -82,7 +82,11 @@ async fn not_allowed(allow: &'static str) -> Result<(), ApiError> {
     Err(ApiError::MethodNotAllowed(allow))
 }
 
-/// Authenticates (when a token is set) and counts every request by method and status.
+/// Largest total of request header bytes accepted (names, values, separators), like the 32 KiB
+/// of large header buffers nginx allows; actix's own ceiling is its 128 KiB read buffer.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Refuses oversized heads, authenticates (when a token is set) and counts every request by method and status.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -92,6 +96,21 @@ pub async fn observe(
         .expect("AppState is registered")
         .clone();
     let method = req.method().clone();
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if head > MAX_HEAD_BYTES {
+        let res = ApiError::HeadersTooLarge(format!(
+            "the request headers total {head} bytes; the limit is {MAX_HEAD_BYTES}"
+        ))
+        .error_response();
+        state
+            .metrics
+            .count_request(method.as_str(), res.status().as_u16());
+        return Ok(req.into_response(res).map_into_right_body());
+    }
     if let Some(token) = &state.auth_token {
         let open = req.path() == "/health" && (method == Method::GET || method == Method::HEAD);
         if !open && !bearer_matches(req.headers().get(header::AUTHORIZATION), token) {

@@ -57,4 +57,4 @@ pub mod fuzzing {
     pub use crate::http::kv::parse_batch;
     pub use crate::snapshot::format::decode as decode_snapshot;
 }
-pub use store::{Durability, Reader, ReaderFactory, Store, StoreHandle, Value};
+pub use store::{Durability, Entry, Reader, ReaderFactory, Store, StoreHandle};

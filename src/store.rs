@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 pub use op::{Entries, Op};
 pub use reader::{Page, Reader, ReaderFactory};
-pub use value::{PendingValue, Value};
+pub use value::{Entry, PendingValue};
 
 use crate::metrics::Metrics;
 use crate::snapshot::{SnapMsg, SnapshotStatus};
@@ -88,8 +88,8 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    fn check(&self, current: Option<&Value>) -> Result<(), WriteError> {
-        let version = current.map(Value::version);
+    fn check(&self, current: Option<&Entry>) -> Result<(), WriteError> {
+        let version = current.map(Entry::version);
         if let Some(tags) = &self.if_match {
             if !tags.matches(version) {
                 return Err(WriteError::PreconditionFailed);
@@ -137,7 +137,7 @@ pub(crate) enum Command {
 /// What the store starts from: a recovered map and the seq it was taken at.
 #[derive(Debug, Default)]
 pub struct Initial {
-    /// Every key with its value and version.
+    /// Every entry: key, value and version.
     pub entries: Entries,
     /// The seq of the image the map came from (0 when starting empty).
     pub seq: u64,
@@ -439,19 +439,21 @@ mod tests {
         let keys = |p: &Page| {
             p.items
                 .iter()
-                .map(|(k, _)| k.to_string())
+                .map(|e| e.key().to_string())
                 .collect::<Vec<_>>()
         };
-        let page = r.list("b/", None, 2, false);
+        let page = r.list("b/", None, 2);
         assert_eq!(keys(&page), ["b/1", "b/2"]);
-        assert_eq!(page.next.as_deref(), Some("b/2"));
-        let page = r.list("b/", Some("b/2"), 2, true);
+        assert_eq!(page.next(), Some("b/2"));
+        let page = r.list("b/", Some("b/2"), 2);
         assert_eq!(keys(&page), ["b/3"]);
-        assert_eq!(page.next, None);
-        assert_eq!(page.items[0].1.as_ref().unwrap().version(), 4);
-        let page = r.list("", Some("a"), 10, false);
+        assert_eq!(page.next(), None);
+        assert_eq!(page.items[0].version(), 4);
+        let page = r.list("", Some("a"), 10);
         assert_eq!(keys(&page), ["b/1", "b/2", "b/3", "c"]);
-        assert_eq!(r.list("", Some("zzz"), 10, false), Page::default());
+        assert!(r.list("", Some("zzz"), 10).items.is_empty());
+        let page = r.list("b/", None, 3);
+        assert_eq!((page.items.len(), page.next()), (3, None));
         store.shutdown();
     }
 

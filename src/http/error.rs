@@ -29,6 +29,12 @@ pub enum ApiError {
     /// A key over its limit.
     #[error("{0}")]
     UriTooLong(String),
+    /// The client stopped sending a body it announced.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request head (all headers together) is over its limit.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// A content type the route does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -59,6 +65,8 @@ impl ResponseError for ApiError {
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -3,18 +3,20 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes};
+use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::decode::{check_key, form_pairs, percent_decode};
 use super::error::ApiError;
 use super::{reader, state};
 use crate::config::{Limits, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
-use crate::store::{Conditions, ETags, PendingValue, Value};
+use crate::store::{Conditions, ETags, PendingValue};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -116,13 +118,17 @@ fn accepts_json(req: &HttpRequest) -> bool {
     })
 }
 
+/// Longest pause allowed between two pieces of a body before the request is dropped with 408;
+/// a client that announces a body and goes quiet must not hold a connection forever.
+const BODY_IDLE: Duration = Duration::from_secs(5);
+
 /// Reads the whole body, refusing (413) past `limit` without reading further.
 async fn body(
     req: &HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     limit: usize,
     what: &str,
-) -> Result<Bytes, ApiError> {
+) -> Result<BytesMut, ApiError> {
     let too_large =
         || ApiError::PayloadTooLarge(format!("the {what} is larger than {limit} bytes"));
     let declared = req
@@ -133,10 +139,25 @@ async fn body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ApiError::BadRequest(format!("cannot read the body: {e}"))),
-        Err(_) => Err(too_large()),
+    let mut buf = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    loop {
+        let chunk = actix_web::rt::time::timeout(BODY_IDLE, payload.next())
+            .await
+            .map_err(|_| {
+                ApiError::RequestTimeout(format!(
+                    "no body bytes for {} s; the request was dropped",
+                    BODY_IDLE.as_secs()
+                ))
+            })?;
+        let Some(chunk) = chunk else {
+            return Ok(buf);
+        };
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
     }
 }
 
@@ -281,29 +302,28 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             _ => {}
         }
     }
-    let page = reader(&req).list(&prefix, after.as_deref(), limit, values);
-    let next = page.next.as_deref();
+    let page = reader(&req).list(&prefix, after.as_deref(), limit);
+    let next = page.next();
     let body = if values {
         // Values are ready JSON: splice them in rather than parse and re-serialize.
         let mut out = Vec::with_capacity(64 + page.items.len() * 64);
         out.extend_from_slice(b"{\"items\":[");
-        for (i, (key, value)) in page.items.iter().enumerate() {
+        for (i, entry) in page.items.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"key\":");
-            serde_json::to_writer(&mut out, &**key).expect("writing into memory");
+            serde_json::to_writer(&mut out, entry.key()).expect("writing into memory");
             out.extend_from_slice(b",\"value\":");
-            let value: &Value = value.as_ref().expect("values were asked for");
-            out.extend_from_slice(value.json());
-            out.extend_from_slice(format!(",\"version\":{}}}", value.version()).as_bytes());
+            out.extend_from_slice(entry.json());
+            out.extend_from_slice(format!(",\"version\":{}}}", entry.version()).as_bytes());
         }
         out.extend_from_slice(b"],\"next\":");
         serde_json::to_writer(&mut out, &next).expect("writing into memory");
         out.push(b'}');
         out
     } else {
-        let keys: Vec<&str> = page.items.iter().map(|(k, _)| &**k).collect();
+        let keys: Vec<&str> = page.items.iter().map(|e| e.key()).collect();
         serde_json::to_vec(&serde_json::json!({ "keys": keys, "next": next }))
             .expect("writing into memory")
     };

@@ -27,13 +27,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::{Entries, Value};
+use crate::store::{Entries, Entry};
 
 /// The `format` string of every image this version writes and reads.
 pub const FORMAT: &str = "twinkv-snapshot/1";
@@ -88,7 +87,7 @@ pub struct Image {
     pub seq: u64,
     /// When it was written (RFC 3339).
     pub written_at: String,
-    /// Every key with its value and version.
+    /// Every entry: key, value and version.
     pub entries: Entries,
     /// Length of the document in bytes (the file may be longer: whitespace padding).
     pub len: usize,
@@ -149,23 +148,23 @@ pub fn encode<W: Write>(
     )?;
     serde_json::to_writer(&mut out.buf, written_at)?;
     out.buf.extend_from_slice(b",\"data\":{");
-    for (i, (key, value)) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             out.buf.push(b',');
         }
-        push_key(&mut out.buf, key);
-        out.buf.extend_from_slice(value.json());
+        push_key(&mut out.buf, entry.key());
+        out.buf.extend_from_slice(entry.json());
         out.maybe_flush()?;
     }
     out.buf.extend_from_slice(b"},\"versions\":{");
     let mut digits = itoa::Buffer::new();
-    for (i, (key, value)) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             out.buf.push(b',');
         }
-        push_key(&mut out.buf, key);
+        push_key(&mut out.buf, entry.key());
         out.buf
-            .extend_from_slice(digits.format(value.version()).as_bytes());
+            .extend_from_slice(digits.format(entry.version()).as_bytes());
         out.maybe_flush()?;
     }
     out.buf.push(b'}');
@@ -184,12 +183,12 @@ pub fn encode<W: Write>(
 pub fn dump<W: Write + ?Sized>(sink: &mut W, entries: &Entries) -> io::Result<()> {
     let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
     buf.push(b'{');
-    for (i, (key, value)) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        push_key(&mut buf, key);
-        buf.extend_from_slice(value.json());
+        push_key(&mut buf, entry.key());
+        buf.extend_from_slice(entry.json());
         if buf.len() >= CHUNK {
             sink.write_all(&buf)?;
             buf.clear();
@@ -286,10 +285,7 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
             ));
         }
         prev = Some(key);
-        sorted.push((
-            Arc::<str>::from(key),
-            Value::new(*version, raw.get().as_bytes()),
-        ));
+        sorted.push(Entry::new(key, *version, raw.get().as_bytes()));
     }
     Ok(Image {
         seq: parsed.seq,
@@ -374,7 +370,14 @@ mod tests {
     fn entries(pairs: &[(&str, &str, u64)]) -> Entries {
         pairs
             .iter()
-            .map(|(k, json, v)| (Arc::from(*k), Value::new(*v, json.as_bytes())))
+            .map(|(k, json, v)| Entry::new(k, *v, json.as_bytes()))
+            .collect()
+    }
+
+    /// Entries compare by key alone; a round trip must keep versions and values too.
+    fn parts(e: &Entries) -> Vec<(String, u64, Vec<u8>)> {
+        e.iter()
+            .map(|e| (e.key().to_string(), e.version(), e.json().to_vec()))
             .collect()
     }
 
@@ -398,7 +401,7 @@ mod tests {
         assert!(v["checksum"].as_str().unwrap().starts_with("crc32c:"));
         let img = decode(&bytes).unwrap();
         assert_eq!(img.seq, 7);
-        assert_eq!(img.entries, e);
+        assert_eq!(parts(&img.entries), parts(&e));
         assert_eq!(img.len, bytes.len());
     }
 
@@ -498,12 +501,12 @@ mod tests {
         ) {
             let e: Entries = map
                 .iter()
-                .map(|(k, (v, ver))| (Arc::from(k.as_str()), PendingValue::from_json(v).seal(*ver)))
+                .map(|(k, (v, ver))| PendingValue::from_json(v).seal(k, *ver))
                 .collect();
             let bytes = image(&e, 1000);
             let img = decode(&bytes).unwrap();
             prop_assert_eq!(img.seq, 1000);
-            prop_assert_eq!(&img.entries, &e);
+            prop_assert_eq!(parts(&img.entries), parts(&e));
             // And jq's view: the data object holds each value as given.
             let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             for (k, (v, _)) in &map {

@@ -205,14 +205,10 @@ fn absolute(path: &Path) -> Result<PathBuf, RecoverError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Entries, Value};
-    use std::sync::Arc;
+    use crate::store::{Entries, Entry};
 
     fn image(seq: u64, keys: &[&str]) -> Vec<u8> {
-        let e: Entries = keys
-            .iter()
-            .map(|k| (Arc::from(*k), Value::new(seq, b"\"v\"")))
-            .collect();
+        let e: Entries = keys.iter().map(|k| Entry::new(k, seq, b"\"v\"")).collect();
         let mut out = Vec::new();
         format::encode(&mut out, seq, "2026-11-27T00:00:00Z", &e).unwrap();
         out.extend_from_slice(&[b' '; 100]);

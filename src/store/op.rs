@@ -4,25 +4,23 @@
 //! deterministic map update: both copies (and the snapshot replica, which applies the same ops)
 //! stay identical.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use left_right::Absorb;
 
-use super::value::Value;
+use super::value::Entry;
 
-/// The ordered map of keys to values. Ordered, so a listing page is a range scan, not a sort.
-pub type Entries = BTreeMap<Arc<str>, Value>;
+/// The ordered set of entries, searched by key. Ordered, so a listing page is a range scan.
+pub type Entries = BTreeSet<Entry>;
 
 /// One change to the map, with everything it needs already decided by the writer.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// Set `key` to `value` (whose version the writer has already assigned).
+    /// Set a key to a value: the entry carries key, value and the version the writer assigned.
     Put {
-        /// The key, shared with every copy of the map.
-        key: Arc<str>,
-        /// The new value.
-        value: Value,
+        /// The new entry, shared with every copy of the map.
+        entry: Entry,
     },
     /// Remove `key`; removing an absent key is a no-op.
     Delete {
@@ -35,23 +33,24 @@ impl Op {
     /// Applies the op to any ordered map: a left-right copy or the snapshot replica.
     pub fn apply_to(&self, map: &mut Entries) {
         match self {
-            Op::Put { key, value } => {
-                map.insert(Arc::clone(key), value.clone());
+            // `replace`, not `insert`: entries compare by key, and `insert` keeps the old one.
+            Op::Put { entry } => {
+                map.replace(entry.clone());
             }
             Op::Delete { key } => {
-                map.remove(&**key);
+                map.remove(key.as_bytes());
             }
         }
     }
 
-    /// Like [`Op::apply_to`], but moves the key and value in instead of cloning the `Arc`s.
+    /// Like [`Op::apply_to`], but moves the entry in instead of cloning the `Arc`.
     pub fn apply_owned(self, map: &mut Entries) {
         match self {
-            Op::Put { key, value } => {
-                map.insert(key, value);
+            Op::Put { entry } => {
+                map.replace(entry);
             }
             Op::Delete { key } => {
-                map.remove(&*key);
+                map.remove(key.as_bytes());
             }
         }
     }
@@ -60,7 +59,7 @@ impl Op {
 /// The data structure each left-right copy holds.
 #[derive(Debug, Clone, Default)]
 pub struct Map {
-    /// Every key and its value, in byte order of the key.
+    /// Every entry, in byte order of the key.
     pub entries: Entries,
 }
 
@@ -84,9 +83,14 @@ mod tests {
 
     fn put(k: &str, v: u64) -> Op {
         Op::Put {
-            key: Arc::from(k),
-            value: Value::new(v, b"1"),
+            entry: Entry::new(k, v, b"1"),
         }
+    }
+
+    fn versions(m: &Entries) -> Vec<(String, u64)> {
+        m.iter()
+            .map(|e| (e.key().to_string(), e.version()))
+            .collect()
     }
 
     #[test]
@@ -97,34 +101,26 @@ mod tests {
             key: Arc::from("a"),
         })
         .append(put("c", 3))
+        .append(put("b", 4))
         .publish();
         // A second publish makes the writer replay the log onto the other copy.
         w.publish();
-        let read: Vec<_> = r
-            .enter()
-            .expect("writer alive")
-            .entries
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.version()))
-            .collect();
-        assert_eq!(read, vec![("b".into(), 2), ("c".into(), 3)]);
-        let writer_view: Vec<_> = w
-            .enter()
-            .expect("writer alive")
-            .entries
-            .keys()
-            .map(|k| k.to_string())
-            .collect();
-        assert_eq!(writer_view, vec!["b", "c"]);
+        let read = versions(&r.enter().expect("writer alive").entries);
+        assert_eq!(read, vec![("b".into(), 4), ("c".into(), 3)]);
+        let writer_view = versions(&w.enter().expect("writer alive").entries);
+        assert_eq!(writer_view, read);
     }
 
     #[test]
-    fn deleting_an_absent_key_is_a_no_op() {
+    fn a_put_replaces_the_entry_and_a_delete_of_an_absent_key_is_a_no_op() {
         let mut m = Entries::new();
+        put("k", 1).apply_to(&mut m);
+        put("k", 2).apply_owned(&mut m);
+        assert_eq!(versions(&m), vec![("k".into(), 2)]);
         Op::Delete {
             key: Arc::from("x"),
         }
         .apply_to(&mut m);
-        assert!(m.is_empty());
+        assert_eq!(m.len(), 1);
     }
 }

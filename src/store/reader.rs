@@ -1,15 +1,14 @@
 //! The per-worker reader: enters the published copy, copies out what it needs, leaves at once.
 //!
 //! A live read guard stalls the writer's next `publish`, so no method here returns a guard or
-//! anything borrowed from the map: values come back as cloned `Arc`s, keys as owned strings.
+//! anything borrowed from the map: entries come back as cloned `Arc`s.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
 use left_right::{ReadHandle, ReadHandleFactory};
 
 use super::op::Map;
-use super::value::Value;
+use super::value::Entry;
 
 /// Makes one [`Reader`] per thread. Shareable: hand it to every HTTP worker's factory closure.
 #[derive(Clone, Debug)]
@@ -33,44 +32,49 @@ impl ReaderFactory {
 pub struct Reader(ReadHandle<Map>);
 
 /// A page of a listing.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Page {
-    /// The keys (and their values, when asked for) in byte order.
-    pub items: Vec<(Arc<str>, Option<Value>)>,
-    /// The last key of this page when more keys match, else `None`.
-    pub next: Option<Arc<str>>,
+    /// The matching entries, in byte order of the key.
+    pub items: Vec<Entry>,
+    /// Whether more keys match after the last one.
+    pub more: bool,
+}
+
+impl Page {
+    /// The key to continue after: the last key of this page when more match, else `None`.
+    pub fn next(&self) -> Option<&str> {
+        if self.more {
+            self.items.last().map(Entry::key)
+        } else {
+            None
+        }
+    }
 }
 
 impl Reader {
-    /// The current value of `key`, or `None` if absent (or if the store has shut down).
-    pub fn get(&self, key: &str) -> Option<Value> {
-        self.0.enter()?.entries.get(key).cloned()
+    /// The current entry of `key`, or `None` if absent (or if the store has shut down).
+    pub fn get(&self, key: &str) -> Option<Entry> {
+        self.0.enter()?.entries.get(key.as_bytes()).cloned()
     }
 
-    /// Keys starting with `prefix`, strictly after `after`, at most `limit` of them.
+    /// Entries whose key starts with `prefix`, strictly after `after`, at most `limit`.
     ///
     /// A range scan over the ordered map: cost is the page, not the map.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize, values: bool) -> Page {
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Page {
         let Some(map) = self.0.enter() else {
             return Page::default();
         };
         let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
+            Some(a) if a >= prefix => Bound::Excluded(a.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
         };
         let mut iter = map
             .entries
-            .range::<str, _>((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix));
-        let mut items = Vec::with_capacity(limit.min(1024));
-        for (k, v) in iter.by_ref().take(limit) {
-            items.push((Arc::clone(k), values.then(|| v.clone())));
-        }
-        let next = match iter.next() {
-            Some(_) => items.last().map(|(k, _)| Arc::clone(k)),
-            None => None,
-        };
-        Page { items, next }
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|e| e.key_bytes().starts_with(prefix.as_bytes()));
+        let items: Vec<Entry> = iter.by_ref().take(limit).cloned().collect();
+        let more = iter.next().is_some();
+        Page { items, more }
     }
 
     /// Number of keys in the published copy.

@@ -1,41 +1,88 @@
-//! A stored value: its version and its ready-made JSON bytes, in one shared allocation.
+//! A stored entry: key, version and ready-made JSON value, in one thin shared allocation.
 //!
-//! Both left-right copies, the snapshot replica and every in-flight GET hold the same `Arc`, so a
-//! value costs its bytes once however many structures point at it. The version lives in the same
-//! allocation (its first eight bytes) rather than beside the `Arc`, which keeps each map entry at
-//! two pointers and a key at 1 000 000 keys well under the memory of a plain `HashMap<String,
-//! String>` server.
+//! Both left-right copies, the snapshot replica and every in-flight GET hold the same
+//! allocation, so an entry costs its bytes once however many structures point at it, and each
+//! of those structures pays one pointer (8 bytes) per key. At 1 000 000 keys that is what keeps
+//! two read copies plus a replica under the memory of one plain `HashMap<String, String>`.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
+use std::cmp::Ordering;
 use std::fmt;
-use std::sync::Arc;
 
-/// Bytes before the JSON: the little-endian version.
-const HEADER: usize = 8;
+use triomphe::ThinArc;
 
-/// A value as the store keeps it: immutable, cheap to clone, already encoded as compact JSON.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Value(Arc<[u8]>);
+/// The fixed part of an entry's allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    /// The `seq` of the write that stored this value; its ETag.
+    version: u64,
+    /// Bytes of key at the start of the slice; the JSON follows.
+    key_len: u32,
+}
 
-impl Value {
-    /// Wraps `json`, which the caller guarantees is one valid JSON value, with its `version`.
-    pub fn new(version: u64, json: &[u8]) -> Value {
-        let mut buf = Vec::with_capacity(HEADER + json.len());
-        buf.extend_from_slice(&version.to_le_bytes());
-        buf.extend_from_slice(json);
-        Value(Arc::from(buf))
+/// One key with its value: immutable, cheap to clone, ordered and compared by key alone.
+///
+/// The value is compact JSON exactly as a snapshot or an `application/json` GET carries it.
+#[derive(Clone)]
+pub struct Entry(ThinArc<Header, u8>);
+
+/// Yields the key's bytes then the JSON's, with an exact length, to fill one allocation.
+struct Concat<'a> {
+    parts: [&'a [u8]; 2],
+    at: usize,
+}
+
+impl Iterator for Concat<'_> {
+    type Item = u8;
+    fn next(&mut self) -> Option<u8> {
+        loop {
+            let part = self.parts.get_mut(self.at)?;
+            if let Some((&b, rest)) = part.split_first() {
+                *part = rest;
+                return Some(b);
+            }
+            self.at += 1;
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.parts[self.at.min(1)..].iter().map(|p| p.len()).sum();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Concat<'_> {}
+
+impl Entry {
+    /// Builds an entry; `json` must be one valid, compact JSON value.
+    pub fn new(key: &str, version: u64, json: &[u8]) -> Entry {
+        let key_len = u32::try_from(key.len()).expect("keys are far shorter than 4 GiB");
+        Entry(ThinArc::from_header_and_iter(
+            Header { version, key_len },
+            Concat {
+                parts: [key.as_bytes(), json],
+                at: 0,
+            },
+        ))
+    }
+
+    /// The key's bytes (valid UTF-8).
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.0.slice[..self.0.header.header.key_len as usize]
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        std::str::from_utf8(self.key_bytes()).expect("an entry's key is built from a str")
     }
 
     /// The `seq` of the write that stored this value; its ETag.
     pub fn version(&self) -> u64 {
-        let mut v = [0u8; HEADER];
-        v.copy_from_slice(&self.0[..HEADER]);
-        u64::from_le_bytes(v)
+        self.0.header.header.version
     }
 
-    /// The value as compact JSON, exactly as a snapshot or an `application/json` GET carries it.
+    /// The value as compact JSON.
     pub fn json(&self) -> &[u8] {
-        &self.0[HEADER..]
+        &self.0.slice[self.0.header.header.key_len as usize..]
     }
 
     /// Whether the value is a JSON string (served as raw text unless JSON is asked for).
@@ -57,11 +104,44 @@ impl Value {
         }
         serde_json::from_slice::<String>(json).ok().map(Cow::Owned)
     }
+
+    /// Key, version and value together: what "the same entry" means to a test.
+    pub fn parts(&self) -> (&str, u64, &[u8]) {
+        (self.key(), self.version(), self.json())
+    }
 }
 
-impl fmt::Debug for Value {
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_bytes() == other.key_bytes()
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key_bytes().cmp(other.key_bytes())
+    }
+}
+
+/// Lets an ordered set of entries be searched by key bytes (byte order is `str` order).
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.key_bytes()
+    }
+}
+
+impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value")
+        f.debug_struct("Entry")
+            .field("key", &self.key())
             .field("version", &self.version())
             .field("json", &String::from_utf8_lossy(self.json()))
             .finish()
@@ -69,42 +149,35 @@ impl fmt::Debug for Value {
 }
 
 /// A value encoded by an HTTP worker, waiting for the writer to give it a version.
-///
-/// The bytes are laid out as a [`Value`]'s with the version left zero, so sealing it writes eight
-/// bytes in place: the writer thread never copies a value body.
 #[derive(Debug)]
 pub struct PendingValue(Vec<u8>);
 
 impl PendingValue {
     /// Encodes a parsed JSON value compactly.
     pub fn from_json(value: &serde_json::Value) -> PendingValue {
-        let mut buf = vec![0u8; HEADER];
-        serde_json::to_writer(&mut buf, value).expect("serializing a JSON value into memory");
-        PendingValue(buf)
+        PendingValue(serde_json::to_vec(value).expect("serializing a JSON value into memory"))
     }
 
     /// Encodes a text body as a JSON string.
     pub fn from_text(text: &str) -> PendingValue {
-        let mut buf = Vec::with_capacity(HEADER + text.len() + 2);
-        buf.extend_from_slice(&[0u8; HEADER]);
+        let mut buf = Vec::with_capacity(text.len() + 2);
         serde_json::to_writer(&mut buf, text).expect("serializing a string into memory");
         PendingValue(buf)
     }
 
     /// Length of the encoded JSON, the figure checked against `--max-value-bytes`.
     pub fn json_len(&self) -> usize {
-        self.0.len() - HEADER
+        self.0.len()
     }
 
     /// The encoded JSON.
     pub fn json(&self) -> &[u8] {
-        &self.0[HEADER..]
+        &self.0
     }
 
-    /// Gives the value its version and freezes it.
-    pub fn seal(mut self, version: u64) -> Value {
-        self.0[..HEADER].copy_from_slice(&version.to_le_bytes());
-        Value(Arc::from(self.0))
+    /// Gives the value its key and version, frozen in one allocation.
+    pub fn seal(self, key: &str, version: u64) -> Entry {
+        Entry::new(key, version, &self.0)
     }
 }
 
@@ -114,19 +187,20 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn version_and_json_round_trip() {
-        let v = Value::new(42, br#"{"a":1}"#);
-        assert_eq!(v.version(), 42);
-        assert_eq!(v.json(), br#"{"a":1}"#);
-        assert!(!v.is_string());
-        assert_eq!(v.text(), None);
+    fn key_version_and_json_round_trip() {
+        let e = Entry::new("a/b", 42, br#"{"a":1}"#);
+        assert_eq!(e.parts(), ("a/b", 42, &br#"{"a":1}"#[..]));
+        assert!(!e.is_string());
+        assert_eq!(e.text(), None);
+        let empty = Entry::new("k", 1, b"");
+        assert_eq!(empty.parts(), ("k", 1, &b""[..]));
     }
 
     #[test]
     fn text_borrows_plain_strings_and_unescapes_others() {
-        let plain = PendingValue::from_text("héllo world").seal(1);
+        let plain = PendingValue::from_text("héllo world").seal("k", 1);
         assert!(matches!(plain.text(), Some(Cow::Borrowed("héllo world"))));
-        let escaped = PendingValue::from_text("a\"b\\c\n").seal(2);
+        let escaped = PendingValue::from_text("a\"b\\c\n").seal("k", 2);
         assert_eq!(escaped.text().as_deref(), Some("a\"b\\c\n"));
         assert_eq!(escaped.version(), 2);
     }
@@ -136,6 +210,18 @@ mod tests {
         let p = PendingValue::from_json(&json!({"b": [1, 2], "a": null}));
         assert_eq!(p.json(), br#"{"b":[1,2],"a":null}"#);
         assert_eq!(p.json_len(), p.json().len());
-        assert_eq!(p.seal(7).json(), br#"{"b":[1,2],"a":null}"#);
+        assert_eq!(p.seal("k", 7).json(), br#"{"b":[1,2],"a":null}"#);
+    }
+
+    #[test]
+    fn entries_order_and_compare_by_key_bytes() {
+        let a = Entry::new("a", 9, b"1");
+        let a2 = Entry::new("a", 1, b"2");
+        let b = Entry::new("b", 1, b"1");
+        assert_eq!(a, a2);
+        assert!(a < b);
+        let set: std::collections::BTreeSet<Entry> = [b.clone(), a.clone()].into_iter().collect();
+        assert_eq!(set.get(&b"b"[..]).map(Entry::version), Some(1));
+        assert!(Entry::new("é", 1, b"1") > Entry::new("z", 1, b"1"));
     }
 }

@@ -14,7 +14,7 @@ use left_right::WriteHandle;
 use tokio::sync::oneshot;
 
 use super::op::{Map, Op};
-use super::value::{PendingValue, Value};
+use super::value::{Entry, PendingValue};
 use super::{Command, Durability, WriteError, Written};
 use crate::metrics::Metrics;
 use crate::snapshot::{SnapMsg, Waiter};
@@ -76,7 +76,7 @@ impl Writer {
     fn process(&mut self, batch: &mut Vec<Command>) -> bool {
         let mut stop = false;
         // State of keys changed earlier in this batch: the published copy does not show them yet.
-        let mut overlay: HashMap<Arc<str>, Option<Value>> = HashMap::new();
+        let mut overlay: HashMap<Arc<str>, Option<Entry>> = HashMap::new();
         let mut ops: Vec<Op> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
@@ -208,23 +208,23 @@ impl Writer {
     }
 
     /// The value of `key` as this batch has left it so far.
-    fn current(&self, overlay: &HashMap<Arc<str>, Option<Value>>, key: &str) -> Option<Value> {
+    fn current(&self, overlay: &HashMap<Arc<str>, Option<Entry>>, key: &str) -> Option<Entry> {
         match overlay.get(key) {
             Some(v) => v.clone(),
-            None => self.handle.enter()?.entries.get(key).cloned(),
+            None => self.handle.enter()?.entries.get(key.as_bytes()).cloned(),
         }
     }
 
     fn put(
         &self,
-        overlay: &mut HashMap<Arc<str>, Option<Value>>,
+        overlay: &mut HashMap<Arc<str>, Option<Entry>>,
         ops: &mut Vec<Op>,
         key: Arc<str>,
         value: PendingValue,
     ) {
-        let value = value.seal(self.seq);
-        overlay.insert(Arc::clone(&key), Some(value.clone()));
-        ops.push(Op::Put { key, value });
+        let entry = value.seal(&key, self.seq);
+        overlay.insert(key, Some(entry.clone()));
+        ops.push(Op::Put { entry });
     }
 
     fn success(

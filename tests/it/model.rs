@@ -70,17 +70,16 @@ fn open(dir: &std::path::Path, durability: Durability) -> Engine {
 
 fn check(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
     let reader = engine.store.readers().reader();
-    let page = reader.list("", None, 10_000, true);
+    let page = reader.list("", None, 10_000);
     let got: BTreeMap<String, (Json, u64)> = page
         .items
         .iter()
-        .map(|(k, v)| {
-            let v = v.as_ref().expect("values asked for");
+        .map(|e| {
             (
-                k.to_string(),
+                e.key().to_string(),
                 (
-                    serde_json::from_slice(v.json()).expect("stored JSON"),
-                    v.version(),
+                    serde_json::from_slice(e.json()).expect("stored JSON"),
+                    e.version(),
                 ),
             )
         })

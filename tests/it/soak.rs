@@ -58,7 +58,7 @@ fn soak() {
                     x ^= x << 17;
                     n += 1;
                     let key = format!("/kv/key/{:07}", x % KEYS);
-                    let r = if x % 10 == 0 {
+                    let r = if x.is_multiple_of(10) {
                         writes.fetch_add(1, Ordering::Relaxed);
                         s.request(
                             "PUT",

@@ -87,6 +87,9 @@ fn state(s: &Server) -> State {
     }
 }
 
+/// A write to send: what it changes, path, method, headers and body.
+type Request = (Change, String, &'static str, Vec<(String, String)>, Vec<u8>);
+
 /// Drives one client thread until `stop`, recording every write.
 fn client(
     s: &Server,
@@ -109,13 +112,7 @@ fn client(
         n += 1;
         let value = format!("t{t}-r{round}-n{n}");
         let kind = rng.below(10);
-        let (change, path, method, headers, body): (
-            Change,
-            String,
-            &str,
-            Vec<(String, String)>,
-            Vec<u8>,
-        ) = match kind {
+        let (change, path, method, headers, body): Request = match kind {
             0..=3 => {
                 let k = key(&mut rng);
                 (
@@ -230,7 +227,7 @@ fn run_round(s: &Server, round: u64, seed: u64, kill_after: Duration) -> (State,
                     s,
                     t,
                     round,
-                    seed ^ (t as u64 + 1) * 0x9E37_79B9,
+                    seed ^ ((t as u64 + 1) * 0x9E37_79B9),
                     stop,
                     base,
                     log,
