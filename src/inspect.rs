@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::snapshot::format;
-use crate::snapshot::recover::{RecoverError, Scan};
+use crate::snapshot::recover::{Depth, RecoverError, Scan};
 
 /// How to report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub fn inspect(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<u8> {
-    let scan = match Scan::dir_or_file(path) {
+    let scan = match Scan::dir_or_file(path, Depth::Every) {
         Ok(scan) => scan,
         Err(e @ RecoverError::Path { .. }) => {
             writeln!(err, "twinkv inspect: {e}")?;

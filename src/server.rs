@@ -17,7 +17,7 @@ use actix_web::{web, App, HttpServer};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::snapshot::recover::{RecoverError, Scan};
+use crate::snapshot::recover::{Depth, RecoverError, Scan};
 use crate::snapshot::{Recovered, Snapshotter};
 use crate::store::{Durability, Initial, Store};
 
@@ -140,7 +140,7 @@ impl Engine {
 
         let started = Instant::now();
         tracing::info!(dir = %dir.display(), "recovering");
-        let (initial, recovered) = match Scan::dir(&dir)?.into_recovery()? {
+        let (initial, recovered) = match Scan::dir(&dir, Depth::Newest)?.into_recovery()? {
             Some((path, capacity, image)) => {
                 let recovered = Recovered {
                     path,

@@ -28,7 +28,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -203,8 +203,8 @@ pub fn is_blank(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
 
-/// Validates `bytes` (a whole slot file) and decodes the image it holds.
-pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
+/// The document inside `bytes` (a whole slot file), once its checksum is verified.
+fn verified(bytes: &[u8]) -> Result<&[u8], FormatError> {
     if bytes.is_empty() {
         return Err(FormatError::Empty);
     }
@@ -231,10 +231,87 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
     if stored != computed {
         return Err(FormatError::Checksum { stored, computed });
     }
+    Ok(doc)
+}
 
-    let parsed: Doc<'_> = serde_json::from_slice(doc)?;
-    if parsed.format != FORMAT {
-        return Err(FormatError::Format(parsed.format.into_owned()));
+/// What an image says of itself, read without building it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The seq the image was taken at.
+    pub seq: u64,
+    /// Its number of keys.
+    pub count: u64,
+    /// When it was written.
+    pub written_at: String,
+    /// Length of the document in bytes.
+    pub len: usize,
+}
+
+/// Verifies the checksum and reads the header fields, skipping over the data: enough to rank
+/// slots by seq, at a fraction of the cost of [`decode`]. Only `decode` checks the entries.
+pub fn peek(bytes: &[u8]) -> Result<Header, FormatError> {
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow)]
+        format: Key<'a>,
+        seq: u64,
+        count: u64,
+        #[serde(borrow)]
+        written_at: Key<'a>,
+    }
+    let doc = verified(bytes)?;
+    if let Some(header) = standard_header(doc) {
+        return Ok(header);
+    }
+    let f: Fields<'_> = serde_json::from_slice(doc)?;
+    if f.format.0 != FORMAT {
+        return Err(FormatError::Format(f.format.0.into_owned()));
+    }
+    Ok(Header {
+        seq: f.seq,
+        count: f.count,
+        written_at: f.written_at.0.into_owned(),
+        len: doc.len(),
+    })
+}
+
+/// What the first bytes of a file laid out as [`encode`] writes it claim: seq, count and time
+/// (`len` is 0: unknown). Not verified: use it to choose which file to [`decode`] first.
+pub fn claimed_header(head: &[u8]) -> Option<Header> {
+    standard_header(head).map(|h| Header { len: 0, ..h })
+}
+
+/// Reads the header of a document laid out as [`encode`] writes it, without parsing the rest;
+/// `None` for any other layout (a hand-edited file), which then takes the general path.
+fn standard_header(doc: &[u8]) -> Option<Header> {
+    fn number(b: &[u8]) -> Option<(u64, &[u8])> {
+        let end = b.iter().position(|c| !c.is_ascii_digit())?;
+        let n = std::str::from_utf8(&b[..end]).ok()?.parse().ok()?;
+        Some((n, &b[end..]))
+    }
+    let rest = doc.strip_prefix(format!("{{\"format\":\"{FORMAT}\",\"seq\":").as_bytes())?;
+    let (seq, rest) = number(rest)?;
+    let (count, rest) = number(rest.strip_prefix(b",\"count\":")?)?;
+    let rest = rest.strip_prefix(b",\"written_at\":\"")?;
+    let end = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+    let written_at = std::str::from_utf8(&rest[..end]).ok()?.to_string();
+    rest[end..].strip_prefix(b"\",\"data\":")?;
+    Some(Header {
+        seq,
+        count,
+        written_at,
+        len: doc.len(),
+    })
+}
+
+/// Validates `bytes` (a whole slot file) and decodes the image it holds.
+pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
+    let doc = verified(bytes)?;
+    let mut de = serde_json::Deserializer::from_slice(doc);
+    let parsed = DocSeed { len: doc.len() }.deserialize(&mut de)?;
+    de.end()?;
+    if parsed.format.0 != FORMAT {
+        return Err(FormatError::Format(parsed.format.0.into_owned()));
     }
     let inconsistent = |s: String| Err(FormatError::Inconsistent(s));
     if parsed.count != parsed.data.0.len() as u64 {
@@ -252,14 +329,14 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
         ));
     }
     if time::OffsetDateTime::parse(
-        &parsed.written_at,
+        &parsed.written_at.0,
         &time::format_description::well_known::Rfc3339,
     )
     .is_err()
     {
         return inconsistent(format!(
             "written_at {:?} is not an RFC 3339 time",
-            parsed.written_at
+            parsed.written_at.0
         ));
     }
     let mut sorted = Vec::with_capacity(parsed.data.0.len());
@@ -289,25 +366,71 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
     }
     Ok(Image {
         seq: parsed.seq,
-        written_at: parsed.written_at.into_owned(),
+        written_at: parsed.written_at.0.into_owned(),
         entries: sorted.into_iter().collect(),
         len: doc.len(),
     })
 }
 
 /// The document as parsed: borrowed wherever the bytes allow.
-#[derive(Deserialize)]
 struct Doc<'a> {
-    #[serde(borrow)]
-    format: Cow<'a, str>,
+    format: Key<'a>,
     seq: u64,
     count: u64,
-    #[serde(borrow)]
-    written_at: Cow<'a, str>,
-    #[serde(borrow)]
+    written_at: Key<'a>,
     data: Pairs<'a, &'a RawValue>,
-    #[serde(borrow)]
     versions: Pairs<'a, u64>,
+}
+
+/// Parses a [`Doc`], sizing the two big vectors from `count` once it has been read (capped by
+/// what the input could possibly hold), so a large image is parsed into two exact allocations
+/// instead of a trail of doubled and freed ones that would leave the heap fragmented.
+struct DocSeed {
+    /// Bytes of the document: no entry takes fewer than six, which bounds any capacity.
+    len: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for DocSeed {
+    type Value = Doc<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Doc<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed {
+    type Value = Doc<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a snapshot document (an object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
+        let (mut format, mut seq, mut count, mut written_at) = (None, None, None, None);
+        let (mut data, mut versions) = (None, None);
+        while let Some(field) = map.next_key::<Key<'de>>()? {
+            let cap = count.map_or(0, |c: u64| (c as usize).min(self.len / 6));
+            match &*field.0 {
+                "format" => format = Some(map.next_value::<Key<'de>>()?),
+                "seq" => seq = Some(map.next_value()?),
+                "count" => count = Some(map.next_value()?),
+                "written_at" => written_at = Some(map.next_value::<Key<'de>>()?),
+                "data" => data = Some(map.next_value_seed(PairsSeed::new(cap))?),
+                "versions" => versions = Some(map.next_value_seed(PairsSeed::new(cap))?),
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Doc {
+            format: format.ok_or_else(|| de::Error::missing_field("format"))?,
+            seq: seq.ok_or_else(|| de::Error::missing_field("seq"))?,
+            count: count.ok_or_else(|| de::Error::missing_field("count"))?,
+            written_at: written_at.ok_or_else(|| de::Error::missing_field("written_at"))?,
+            data: data.ok_or_else(|| de::Error::missing_field("data"))?,
+            versions: versions.ok_or_else(|| de::Error::missing_field("versions"))?,
+        })
+    }
 }
 
 /// A JSON string borrowed from the input when it has no escapes.
@@ -338,24 +461,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
 /// A JSON object kept as its entries in document order (duplicates and order are checked after).
 struct Pairs<'a, T>(Vec<(Key<'a>, T)>);
 
-impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Pairs<'a, T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a, T>(PhantomData<(&'a (), T)>);
-        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for V<'a, T> {
-            type Value = Pairs<'a, T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                // No capacity from the input: a small file must not reserve a huge vector.
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry::<Key<'a>, T>()? {
-                    out.push(entry);
-                }
-                Ok(Pairs(out))
-            }
+/// Parses a [`Pairs`] into a vector of a given capacity.
+struct PairsSeed<T> {
+    capacity: usize,
+    item: PhantomData<T>,
+}
+
+impl<T> PairsSeed<T> {
+    fn new(capacity: usize) -> Self {
+        PairsSeed {
+            capacity,
+            item: PhantomData,
         }
-        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for PairsSeed<T> {
+    type Value = Pairs<'de, T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for PairsSeed<T> {
+    type Value = Pairs<'de, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.capacity);
+        while let Some(entry) = map.next_entry::<Key<'de>, T>()? {
+            out.push(entry);
+        }
+        Ok(Pairs(out))
     }
 }
 
@@ -430,6 +571,27 @@ mod tests {
             bad[i] ^= 0x01;
             assert!(decode(&bad).is_err(), "flipped byte {i}");
         }
+    }
+
+    #[test]
+    fn peek_reads_the_header_of_standard_and_hand_made_layouts() {
+        let e = entries(&[("a", "1", 3), ("b", "2", 4)]);
+        let bytes = image(&e, 4);
+        let h = peek(&bytes).unwrap();
+        assert_eq!((h.seq, h.count, h.len), (4, 2, bytes.len()));
+        assert_eq!(h.written_at, AT);
+        // Fields in another order, as a hand edit could leave them: the general path.
+        let body = format!("{{\"seq\":4,\"format\":\"{FORMAT}\",\"written_at\":\"{AT}\",\"count\":2,\"data\":{{}},\"versions\":{{}}");
+        let sealed = format!(
+            "{body},\"checksum\":\"crc32c:{:08x}\"}}",
+            crc32c::crc32c(body.as_bytes())
+        );
+        let h2 = peek(sealed.as_bytes()).unwrap();
+        assert_eq!((h2.seq, h2.count), (4, 2));
+        assert!(standard_header(sealed.as_bytes()).is_none());
+        let mut bad = bytes.clone();
+        bad[30] ^= 1;
+        assert!(peek(&bad).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! rewriting them, and a map of a file that changes underneath is undefined behaviour.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -81,72 +81,154 @@ pub enum RecoverError {
     },
 }
 
+/// Reads what a file claims of itself from its first bytes, without reading the rest: enough to
+/// choose which file to decode first. The claim is checked when that file is decoded (its
+/// checksum covers these bytes); a file whose head is not in the standard layout is peeked in
+/// full instead, so a valid image never ranks below what it really holds.
+fn rank(path: &Path) -> (u64, Result<Summary, SlotError>) {
+    let head = (|| {
+        let mut file = fs::File::open(path)?;
+        let capacity = file.metadata()?.len();
+        let mut head = vec![0u8; 4096];
+        let mut n = 0;
+        while n < head.len() {
+            match file.read(&mut head[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        head.truncate(n);
+        Ok::<_, io::Error>((capacity, head))
+    })();
+    let (capacity, head) = match head {
+        Ok(h) => h,
+        Err(e) => return (0, Err(SlotError::Io(e))),
+    };
+    let header = match format::claimed_header(&head) {
+        Some(h) => Ok(h),
+        None => match fs::read(path) {
+            Ok(bytes) => format::peek(&bytes).map_err(SlotError::from),
+            Err(e) => Err(SlotError::Io(e)),
+        },
+    };
+    let summary = header.map(|h| Summary {
+        seq: h.seq,
+        count: h.count,
+        bytes: h.len as u64,
+        written_at: h.written_at,
+    });
+    (capacity, summary)
+}
+
+/// How much of each file to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Decode every file in full (`inspect`: each file's verdict is complete).
+    Every,
+    /// Rank files by the seq their first bytes claim, then decode them in that order until one
+    /// is valid (start-up: an older image is never read, let alone built, just to be dropped).
+    Newest,
+}
+
 impl Scan {
     /// Looks at both slot files of the data dir `dir`.
-    pub fn dir(dir: &Path) -> Result<Scan, RecoverError> {
+    pub fn dir(dir: &Path, depth: Depth) -> Result<Scan, RecoverError> {
         let dir = absolute(dir)?;
         let paths = SLOT_NAMES
             .iter()
             .map(|n| dir.join(n))
             .filter(|p| p.exists());
-        Ok(Scan::paths(paths))
+        Ok(Scan::paths(paths, depth))
     }
 
     /// Looks at a data dir, or at one slot file.
-    pub fn dir_or_file(path: &Path) -> Result<Scan, RecoverError> {
+    pub fn dir_or_file(path: &Path, depth: Depth) -> Result<Scan, RecoverError> {
         let abs = absolute(path)?;
         let meta = fs::metadata(&abs).map_err(|source| RecoverError::Path {
             path: abs.clone(),
             source,
         })?;
         if meta.is_dir() {
-            Scan::dir(&abs)
+            Scan::dir(&abs, depth)
         } else {
-            Ok(Scan::paths(std::iter::once(abs)))
+            Ok(Scan::paths(std::iter::once(abs), depth))
         }
     }
 
-    fn paths(paths: impl Iterator<Item = PathBuf>) -> Scan {
-        let mut files = Vec::new();
-        let mut best: Option<(usize, Image)> = None;
+    fn paths(paths: impl Iterator<Item = PathBuf>, depth: Depth) -> Scan {
+        let mut scan = Scan {
+            files: Vec::new(),
+            best: None,
+        };
         for path in paths {
-            let started = Instant::now();
-            let (capacity, result) = match fs::read(&path) {
-                Ok(bytes) => (
-                    bytes.len() as u64,
-                    format::decode(&bytes).map_err(SlotError::from),
-                ),
-                Err(e) => (0, Err(SlotError::Io(e))),
+            let (capacity, result) = match depth {
+                Depth::Every => match fs::read(&path) {
+                    Ok(bytes) => (
+                        bytes.len() as u64,
+                        scan.consider(format::decode(&bytes))
+                            .map_err(SlotError::from),
+                    ),
+                    Err(e) => (0, Err(SlotError::Io(e))),
+                },
+                Depth::Newest => rank(&path),
             };
-            let result = match result {
-                Ok(image) => {
-                    tracing::debug!(
-                        path = %path.display(),
-                        seq = image.seq,
-                        keys = image.entries.len(),
-                        ms = started.elapsed().as_millis() as u64,
-                        "validated snapshot"
-                    );
-                    let summary = Summary {
-                        seq: image.seq,
-                        count: image.entries.len() as u64,
-                        bytes: image.len as u64,
-                        written_at: image.written_at.clone(),
-                    };
-                    if best.as_ref().is_none_or(|(_, b)| image.seq > b.seq) {
-                        best = Some((files.len(), image));
-                    }
-                    Ok(summary)
-                }
-                Err(e) => Err(e),
-            };
-            files.push(FileReport {
+            scan.files.push(FileReport {
                 path,
                 capacity,
                 result,
             });
         }
-        Scan { files, best }
+        if depth == Depth::Newest {
+            scan.decode_newest();
+        }
+        scan
+    }
+
+    /// Keeps `image` as the best so far if its seq is the highest; returns its summary.
+    fn consider(&mut self, image: Result<Image, FormatError>) -> Result<Summary, FormatError> {
+        let image = image?;
+        let summary = Summary {
+            seq: image.seq,
+            count: image.entries.len() as u64,
+            bytes: image.len as u64,
+            written_at: image.written_at.clone(),
+        };
+        if self.best.as_ref().is_none_or(|(_, b)| image.seq > b.seq) {
+            self.best = Some((self.files.len(), image));
+        }
+        Ok(summary)
+    }
+
+    /// Decodes the files whose header checked out, highest seq first, until one decodes in full.
+    fn decode_newest(&mut self) {
+        let mut ranked: Vec<(u64, usize)> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.result.as_ref().ok().map(|s| (s.seq, i)))
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, i) in ranked {
+            let started = Instant::now();
+            let path = &self.files[i].path;
+            let decoded = fs::read(path)
+                .map_err(SlotError::Io)
+                .and_then(|bytes| format::decode(&bytes).map_err(SlotError::Format));
+            match decoded {
+                Ok(image) => {
+                    tracing::info!(
+                        path = %path.display(),
+                        seq = image.seq,
+                        keys = image.entries.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "decoded snapshot"
+                    );
+                    self.best = Some((i, image));
+                    return;
+                }
+                Err(e) => self.files[i].result = Err(e),
+            }
+        }
     }
 
     /// The image to load: `None` when there is no snapshot file at all.
@@ -227,7 +309,9 @@ mod tests {
     }
 
     fn recovered_seq(dir: &Path) -> Result<Option<u64>, RecoverError> {
-        Ok(Scan::dir(dir)?.into_recovery()?.map(|(_, _, i)| i.seq))
+        Ok(Scan::dir(dir, Depth::Newest)?
+            .into_recovery()?
+            .map(|(_, _, i)| i.seq))
     }
 
     #[test]
@@ -256,6 +340,22 @@ mod tests {
             let dir = setup(Some(image(5, &["x"])), Some(bad));
             assert_eq!(recovered_seq(dir.path()).unwrap(), Some(5));
         }
+    }
+
+    #[test]
+    fn a_newest_slot_whose_header_checks_out_but_whose_data_does_not_falls_back() {
+        // Checksum and header are fine, but count disagrees with data: only a full decode sees
+        // it, and start-up decodes only the newest, so it must move on to the next.
+        let body = "{\"format\":\"twinkv-snapshot/1\",\"seq\":9,\"count\":5,\"written_at\":\"2026-11-27T00:00:00Z\",\"data\":{\"a\":1},\"versions\":{\"a\":1}";
+        let sealed = format!(
+            "{body},\"checksum\":\"crc32c:{:08x}\"}}",
+            crc32c::crc32c(body.as_bytes())
+        );
+        let dir = setup(Some(image(5, &["x"])), Some(sealed.into_bytes()));
+        assert_eq!(recovered_seq(dir.path()).unwrap(), Some(5));
+        let scan = Scan::dir(dir.path(), Depth::Newest).unwrap();
+        let err = scan.files[1].result.as_ref().unwrap_err().to_string();
+        assert!(err.contains("count is 5"), "{err}");
     }
 
     #[test]
