@@ -4,6 +4,22 @@
 //! [`Reader`] per HTTP worker) and a cloneable [`StoreHandle`] that sends write commands over a
 //! channel. The writer answers each command through a oneshot channel once the change is
 //! visible to readers (`async`) or durable (`sync`, answered by the snapshot thread).
+//!
+//! ```
+//! # use std::sync::Arc;
+//! use twinkv::store::{Initial, PendingValue};
+//! use twinkv::{Durability, Metrics, Store};
+//!
+//! // No snapshot thread here (`None`): the map lives in memory only.
+//! let store = Store::start(Initial::default(), Durability::Async, None, Arc::new(Metrics::default()))?;
+//! let reader = store.readers().reader();
+//! let written = store.handle().put_blocking(Arc::from("greeting"), PendingValue::from_text("hello"))?;
+//! // Answered means visible: the reader sees the write at once, at its version.
+//! let entry = reader.get("greeting").expect("visible once answered");
+//! assert_eq!((entry.version(), entry.text().as_deref()), (written.seq, Some("hello")));
+//! store.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod op;
 mod reader;
