@@ -258,6 +258,16 @@ fn run_http(
                 .wrap(from_fn(http::observe))
                 .configure(http::configure)
         })
+        // Replies leave as soon as they are ready: without TCP_NODELAY, Nagle's algorithm holds
+        // a small reply until the client acknowledges the previous one, ~40 ms with delayed
+        // ACKs, which capped pipelined PUTs (answered one by one) at a few thousand per second.
+        .on_connect(|conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            }
+        })
         .workers(config.workers)
         .listen(listener)?
         .run();

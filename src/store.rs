@@ -272,9 +272,8 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Store> {
         let keys = initial.entries.len() as u64;
-        let (handle, read) = left_right::new_from_empty::<op::Map, Op>(op::Map {
-            entries: initial.entries,
-        });
+        let (handle, read) =
+            left_right::new_from_empty::<op::Map, Op>(op::Map::new(initial.entries));
         let readers = ReaderFactory(read.factory());
         drop(read);
         metrics

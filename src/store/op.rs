@@ -5,8 +5,11 @@
 //! stay identical.
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+use hashbrown::hash_table::{self, HashTable};
 use left_right::Absorb;
 
 use super::value::Entry;
@@ -56,24 +59,103 @@ impl Op {
     }
 }
 
-/// The data structure each left-right copy holds.
-#[derive(Debug, Clone, Default)]
+/// The data structure each left-right copy holds: the ordered set, for listings, and a hash
+/// index over the same entries, for point reads.
+///
+/// At 1 000 000 keys a lookup in the ordered set alone costs about twenty key comparisons, each a
+/// cache miss into a different entry (1.6 µs measured); the index finds the entry in one or two.
+/// It costs one pointer and a control byte per bucket per copy (about 19 MB at 1 000 000 keys),
+/// and is never iterated, so its order never matters to `Absorb`'s determinism.
+#[derive(Debug, Clone)]
 pub struct Map {
     /// Every entry, in byte order of the key.
     pub entries: Entries,
+    /// The same entries, by hash of the key.
+    index: HashTable<Entry>,
+    /// Seeded once per process and cloned with the map, so both copies hash alike.
+    hasher: RandomState,
+}
+
+impl Default for Map {
+    fn default() -> Self {
+        Map::new(Entries::new())
+    }
+}
+
+impl Map {
+    /// Builds the index over `entries`.
+    pub fn new(entries: Entries) -> Map {
+        let hasher = RandomState::default();
+        let mut index = HashTable::with_capacity(entries.len());
+        for e in &entries {
+            index.insert_unique(hasher.hash_one(e.key_bytes()), e.clone(), |e| {
+                hasher.hash_one(e.key_bytes())
+            });
+        }
+        Map {
+            entries,
+            index,
+            hasher,
+        }
+    }
+
+    /// The entry of `key`, through the hash index.
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        let hash = self.hasher.hash_one(key);
+        self.index.find(hash, |e| e.key_bytes() == key)
+    }
+
+    fn put(&mut self, entry: Entry) {
+        let Map {
+            entries,
+            index,
+            hasher,
+        } = self;
+        let hash = hasher.hash_one(entry.key_bytes());
+        match index.entry(
+            hash,
+            |e| e.key_bytes() == entry.key_bytes(),
+            |e| hasher.hash_one(e.key_bytes()),
+        ) {
+            hash_table::Entry::Occupied(mut o) => *o.get_mut() = entry.clone(),
+            hash_table::Entry::Vacant(v) => {
+                v.insert(entry.clone());
+            }
+        }
+        entries.replace(entry);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        let hash = self.hasher.hash_one(key);
+        if let Ok(found) = self.index.find_entry(hash, |e| e.key_bytes() == key) {
+            found.remove();
+        }
+        self.entries.remove(key);
+    }
+
+    /// Applies an op to both the ordered set and the index.
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Put { entry } => self.put(entry.clone()),
+            Op::Delete { key } => self.remove(key.as_bytes()),
+        }
+    }
 }
 
 impl Absorb<Op> for Map {
     fn absorb_first(&mut self, op: &mut Op, _other: &Self) {
-        op.apply_to(&mut self.entries);
+        self.apply(op);
     }
 
     fn absorb_second(&mut self, op: Op, _other: &Self) {
-        op.apply_owned(&mut self.entries);
+        match op {
+            Op::Put { entry } => self.put(entry),
+            Op::Delete { key } => self.remove(key.as_bytes()),
+        }
     }
 
     fn sync_with(&mut self, first: &Self) {
-        self.entries = first.entries.clone();
+        *self = first.clone();
     }
 }
 
@@ -109,6 +191,23 @@ mod tests {
         assert_eq!(read, vec![("b".into(), 4), ("c".into(), 3)]);
         let writer_view = versions(&w.enter().expect("writer alive").entries);
         assert_eq!(writer_view, read);
+    }
+
+    #[test]
+    fn the_index_follows_the_ordered_set() {
+        let mut m = Map::new([Entry::new("a", 1, b"1"), Entry::new("b", 2, b"2")].into());
+        assert_eq!(m.get(b"a").map(Entry::version), Some(1));
+        m.apply(&put("a", 5));
+        m.apply(&put("c", 6));
+        m.apply(&Op::Delete { key: Arc::from("b") });
+        m.apply(&Op::Delete { key: Arc::from("zz") });
+        assert_eq!(m.get(b"a").map(Entry::version), Some(5));
+        assert_eq!(m.get(b"b"), None);
+        assert_eq!(m.get(b"c").map(Entry::version), Some(6));
+        assert_eq!(m.entries.len(), 2);
+        assert_eq!(m.index.len(), 2);
+        let copy = m.clone();
+        assert_eq!(copy.get(b"c").map(Entry::version), Some(6));
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Page {
 impl Reader {
     /// The current entry of `key`, or `None` if absent (or if the store has shut down).
     pub fn get(&self, key: &str) -> Option<Entry> {
-        self.0.enter()?.entries.get(key.as_bytes()).cloned()
+        self.0.enter()?.get(key.as_bytes()).cloned()
     }
 
     /// Entries whose key starts with `prefix`, strictly after `after`, at most `limit`.

@@ -211,7 +211,7 @@ impl Writer {
     fn current(&self, overlay: &HashMap<Arc<str>, Option<Entry>>, key: &str) -> Option<Entry> {
         match overlay.get(key) {
             Some(v) => v.clone(),
-            None => self.handle.enter()?.entries.get(key.as_bytes()).cloned(),
+            None => self.handle.enter()?.get(key.as_bytes()).cloned(),
         }
     }
 
