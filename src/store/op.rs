@@ -199,8 +199,12 @@ mod tests {
         assert_eq!(m.get(b"a").map(Entry::version), Some(1));
         m.apply(&put("a", 5));
         m.apply(&put("c", 6));
-        m.apply(&Op::Delete { key: Arc::from("b") });
-        m.apply(&Op::Delete { key: Arc::from("zz") });
+        m.apply(&Op::Delete {
+            key: Arc::from("b"),
+        });
+        m.apply(&Op::Delete {
+            key: Arc::from("zz"),
+        });
         assert_eq!(m.get(b"a").map(Entry::version), Some(5));
         assert_eq!(m.get(b"b"), None);
         assert_eq!(m.get(b"c").map(Entry::version), Some(6));
