@@ -410,13 +410,39 @@ impl<'de> Visitor<'de> for DocSeed {
         let (mut data, mut versions) = (None, None);
         while let Some(field) = map.next_key::<Key<'de>>()? {
             let cap = count.map_or(0, |c: u64| (c as usize).min(self.len / 6));
+            // A repeated field is refused, as a derived parser would: keeping either copy
+            // would let the header readers (`peek`) and this one disagree about the image.
+            fn once<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+                match slot {
+                    Some(_) => Err(E::duplicate_field(name)),
+                    None => Ok(()),
+                }
+            }
             match &*field.0 {
-                "format" => format = Some(map.next_value::<Key<'de>>()?),
-                "seq" => seq = Some(map.next_value()?),
-                "count" => count = Some(map.next_value()?),
-                "written_at" => written_at = Some(map.next_value::<Key<'de>>()?),
-                "data" => data = Some(map.next_value_seed(PairsSeed::new(cap))?),
-                "versions" => versions = Some(map.next_value_seed(PairsSeed::new(cap))?),
+                "format" => {
+                    once(&format, "format")?;
+                    format = Some(map.next_value::<Key<'de>>()?);
+                }
+                "seq" => {
+                    once(&seq, "seq")?;
+                    seq = Some(map.next_value()?);
+                }
+                "count" => {
+                    once(&count, "count")?;
+                    count = Some(map.next_value()?);
+                }
+                "written_at" => {
+                    once(&written_at, "written_at")?;
+                    written_at = Some(map.next_value::<Key<'de>>()?);
+                }
+                "data" => {
+                    once(&data, "data")?;
+                    data = Some(map.next_value_seed(PairsSeed::new(cap))?);
+                }
+                "versions" => {
+                    once(&versions, "versions")?;
+                    versions = Some(map.next_value_seed(PairsSeed::new(cap))?);
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -592,6 +618,31 @@ mod tests {
         let mut bad = bytes.clone();
         bad[30] ^= 1;
         assert!(peek(&bad).is_err());
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused_by_every_reader() {
+        // Found by fuzzing (fuzz/regressions/snapshot_decode): a second `seq` after `versions`
+        // used to win in `decode` while the header readers took the first, so `inspect` and
+        // start-up disagreed about which slot is newest.
+        let body = format!("{{\"format\":\"{FORMAT}\",\"seq\":1,\"count\":1,\"written_at\":\"{AT}\",\"data\":{{\"k\":\"x\"}},\"versions\":{{\"k\":2}},\"seq\":2");
+        let sealed = format!(
+            "{body},\"checksum\":\"crc32c:{:08x}\"}}",
+            crc32c::crc32c(body.as_bytes())
+        );
+        let err = decode(sealed.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("duplicate field `seq`"), "{err}");
+        for file in std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/snapshot_decode"
+        ))
+        .into_iter()
+        .flatten()
+        .flatten()
+        {
+            let bytes = std::fs::read(file.path()).unwrap();
+            assert!(decode(&bytes).is_err(), "{}", file.path().display());
+        }
     }
 
     #[test]
