@@ -86,6 +86,11 @@ end
 -- while q / 100 * count fits in the histogram, so a bisection finds the share it holds, and
 -- each percentile is asked at its rank within that share.
 function done(summary, latency, requests)
+   if latency.max == 0 then
+      -- No round trip completed within the run: there is no latency to report.
+      io.write("twinkv-latency none\n")
+      return
+   end
    local held = 100
    if latency:percentile(100) == 0 then
       local lo, hi = 0, 100
