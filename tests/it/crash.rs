@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{encode, temp_dir, Server};
+use crate::util::{encode, num, temp_dir, Server};
 
 /// The longest any one phase of a test waits before giving up (a bound, not a measurement).
 const OVERALL: Duration = Duration::from_secs(30);
@@ -51,20 +51,6 @@ fn send(
     let text = resp.into_string().map_err(|e| e.to_string())?;
     let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, json))
-}
-
-/// `GET /snapshot` as JSON.
-fn snapshot_status(s: &Server) -> Value {
-    let r = s.get("/snapshot");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-/// A `u64` field of a JSON object, or a panic naming it.
-fn num(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} is not an unsigned integer in {v}"))
 }
 
 /// One Prometheus sample without labels from `/metrics`.
@@ -237,7 +223,7 @@ fn sync_loses_no_answered_write_across_kills() {
                 "round {round}: {key} was never written"
             );
         }
-        let st = snapshot_status(&s);
+        let st = s.snapshot_status();
         assert_eq!(num(&st, "seq"), num(&st, "durable_seq"), "{st}");
         s.kill();
     }
@@ -321,7 +307,7 @@ fn async_recovers_the_exact_state_at_one_seq_after_kills() {
         let mut durable_reported = m;
         let mut polls = 0u64;
         loop {
-            let st = snapshot_status(&s);
+            let st = s.snapshot_status();
             polls += 1;
             durable_reported = durable_reported.max(num(&st, "durable_seq"));
             let enough = answered.load(Ordering::Acquire) >= kill_after && durable_reported > m;
@@ -381,7 +367,7 @@ fn async_recovers_the_exact_state_at_one_seq_after_kills() {
                 "round {round}: {key} in a state at n = {got}"
             );
         }
-        let st = snapshot_status(&s);
+        let st = s.snapshot_status();
         assert_eq!(num(&st, "seq"), got, "round {round}: recovered seq: {st}");
         assert!(
             num(&st, "seq") >= durable_reported,

@@ -16,50 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::util::{command, encode, inspect, temp_dir, Server};
+use crate::util::{command, encode, inspect, num, temp_dir, Server};
 
 /// The two slot file names the contract fixes.
 const SLOTS: [&str; 2] = ["snapshot-a.json", "snapshot-b.json"];
-/// Most pages any listing loop follows; the stores here are far smaller.
-const MAX_PAGES: usize = 1000;
-
-/// `GET /snapshot` as JSON.
-fn status(s: &Server) -> Value {
-    let r = s.get("/snapshot");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-/// A `u64` field of a JSON object, or a panic naming it.
-fn num(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} is not an unsigned integer in {v}"))
-}
-
-/// Every key with its value and version, through the listing API.
-fn listing(s: &Server) -> BTreeMap<String, (Value, u64)> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut path = "/kv?values=true&limit=10000".to_string();
-        if let Some(a) = &after {
-            path.push_str(&format!("&after={}", encode(a)));
-        }
-        let r = s.get(&path);
-        assert_eq!(r.status, 200, "{}", r.text());
-        let page = r.json();
-        for item in page["items"].as_array().expect("items") {
-            let key = item["key"].as_str().expect("key").to_string();
-            out.insert(key, (item["value"].clone(), num(item, "version")));
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_string()),
-            None => return out,
-        }
-    }
-    panic!("listing did not end within {MAX_PAGES} pages");
-}
 
 /// The whole slot file, padding included, parsed as one JSON document (what `jq` does).
 fn read_doc(path: &Path) -> Value {
@@ -285,7 +245,7 @@ fn round_trip_through_a_restart_keeps_keys_values_versions_and_seq() {
     // The last write is a delete: the next seq must not be derived from the highest version.
     assert_eq!(s.delete(&encode("doomed-3")).status, 204);
 
-    let before = listing(&s);
+    let before = s.entries();
     assert_eq!(before.len(), 18, "{before:?}");
     assert!(!before.contains_key("doomed-1") && !before.contains_key("doomed-3"));
     assert_eq!(before["raw/slash/path"].0, json!("via raw slashes"));
@@ -304,14 +264,14 @@ fn round_trip_through_a_restart_keeps_keys_values_versions_and_seq() {
         num(&snap, "capacity"),
         "capacity is the file size"
     );
-    let get_status = status(&s);
+    let get_status = s.snapshot_status();
     assert_eq!(get_status["file"], snap["file"]);
     assert_eq!(num(&get_status, "durable_seq"), seq);
     assert_doc_matches(&read_doc(&slot_path), &snap);
     stop(s);
 
     let s = start(dir.path(), &[]);
-    let after = listing(&s);
+    let after = s.entries();
     assert_eq!(
         after, before,
         "keys, values or versions differ after a restart"
@@ -332,7 +292,7 @@ fn round_trip_through_a_restart_keeps_keys_values_versions_and_seq() {
             .text(),
         "héllo\nwörld ✓"
     );
-    let st = status(&s);
+    let st = s.snapshot_status();
     assert_eq!(num(&st, "seq"), seq, "seq after restart: {st}");
     assert_eq!(num(&st, "durable_seq"), seq, "{st}");
     assert_eq!(num(&st, "keys"), before.len() as u64, "{st}");
@@ -507,10 +467,10 @@ fn a_growing_slot_parses_as_json_after_every_snapshot_and_survives_a_restart() {
     // Data of about 3.8 MB: the slots grew through several sizes, each image valid.
     let distinct: usize = capacities.values().map(BTreeSet::len).sum();
     assert!(distinct >= 4, "the slot files barely grew: {capacities:?}");
-    let before = listing(&s);
+    let before = s.entries();
     stop(s);
     let s = start(dir.path(), &[]);
-    assert_eq!(listing(&s), before, "a large image did not round-trip");
+    assert_eq!(s.entries(), before, "a large image did not round-trip");
     stop(s);
 }
 
@@ -580,7 +540,7 @@ fn two_slots(dir: &Path) -> TwoSlots {
     put(&s, "shared", &json!("old"));
     put(&s, "only-old", &json!({"n": 1}));
     let first = s.snapshot_now();
-    let older_state = listing(&s);
+    let older_state = s.entries();
     put(&s, "shared", &json!("new"));
     assert_eq!(s.delete("only-old").status, 204);
     put(&s, "only-new", &json!([2]));
@@ -692,11 +652,11 @@ fn damaged_newest_slot_falls_back_to_the_older(how: Damage) {
 
     let s = start(dir.path(), &[]);
     assert_eq!(
-        listing(&s),
+        s.entries(),
         two.older_state,
         "{how:?}: not the older slot's data"
     );
-    let st = status(&s);
+    let st = s.snapshot_status();
     assert_eq!(num(&st, "seq"), two.older_seq, "{how:?}: {st}");
     assert_eq!(num(&st, "durable_seq"), two.older_seq, "{how:?}: {st}");
     assert_eq!(slot_of(&st, dir.path()), two.older, "{how:?}: {st}");
@@ -817,8 +777,8 @@ fn a_leftover_temporary_slot_is_never_loaded() {
     assert_names(&report["recovers_from"], &two.older);
 
     let s = start(dir.path(), &[]);
-    assert_eq!(listing(&s), two.older_state, "a temporary file was loaded");
-    assert_eq!(num(&status(&s), "seq"), two.older_seq);
+    assert_eq!(s.entries(), two.older_state, "a temporary file was loaded");
+    assert_eq!(num(&s.snapshot_status(), "seq"), two.older_seq);
     put(&s, "new", &json!(1));
     let st = s.snapshot_now();
     assert_eq!(slot_of(&st, dir.path()), two.newer);
@@ -873,8 +833,8 @@ fn sigterm_writes_a_final_snapshot_holding_every_answered_write() {
     let r = s.batch(&json!({"put": {"batched": [1, 2]}, "delete": ["k/001"]}));
     assert_eq!(r.status, 200, "{}", r.text());
     s.put_text("last", "the very last write");
-    let before = listing(&s);
-    let st = status(&s);
+    let before = s.entries();
+    let st = s.snapshot_status();
     let seq = num(&st, "seq");
     // With a ten-minute interval no snapshot has been taken: only the final one can hold these.
     // (A precondition of this test rather than a rule: it makes the final snapshot the only one.)
@@ -905,8 +865,8 @@ fn sigterm_writes_a_final_snapshot_holding_every_answered_write() {
     assert_eq!(dumped, Some(expected));
 
     let s = start(dir.path(), &["--snapshot-interval-ms", "600000"]);
-    assert_eq!(listing(&s), before);
-    assert_eq!(num(&status(&s), "seq"), seq);
+    assert_eq!(s.entries(), before);
+    assert_eq!(num(&s.snapshot_status(), "seq"), seq);
     stop(s);
 }
 
@@ -988,7 +948,7 @@ fn sigterm_during_concurrent_writes_keeps_every_answered_write() {
         }
     }
     assert!(state.len() >= total);
-    let st = status(&s);
+    let st = s.snapshot_status();
     assert!(num(&st, "seq") >= state.len() as u64, "{st}");
     stop(s);
 }
@@ -1012,7 +972,7 @@ fn an_emptied_store_keeps_its_seq_through_a_restart() {
 
     let s = start(dir.path(), &[]);
     assert!(s.all().is_empty());
-    assert_eq!(num(&status(&s), "seq"), seq);
+    assert_eq!(num(&s.snapshot_status(), "seq"), seq);
     let r = s.put_text("c", "3");
     assert_eq!(
         num(&r.json(), "version"),

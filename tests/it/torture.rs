@@ -63,29 +63,7 @@ struct Log {
 }
 
 /// The recovered state at the start of a round: key to (value, version).
-type State = BTreeMap<String, (Json, u64)>;
-
-fn state(s: &Server) -> State {
-    let mut out = State::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut path = "/kv?values=true&limit=10000".to_string();
-        if let Some(a) = &after {
-            path.push_str(&format!("&after={}", crate::util::encode(a)));
-        }
-        let page = s.get(&path).json();
-        for item in page["items"].as_array().unwrap() {
-            out.insert(
-                item["key"].as_str().unwrap().to_string(),
-                (item["value"].clone(), item["version"].as_u64().unwrap()),
-            );
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_string()),
-            None => return out,
-        }
-    }
-}
+type State = crate::util::Entries;
 
 /// A write to send: what it changes, path, method, headers and body.
 type Request = (Change, String, &'static str, Vec<(String, String)>, Vec<u8>);
@@ -215,7 +193,7 @@ fn client(
 }
 
 fn run_round(s: &Server, round: u64, seed: u64, kill_after: Duration) -> (State, Log, u64) {
-    let base = state(s);
+    let base = s.entries();
     let log = Mutex::new(Log::default());
     let stop = AtomicBool::new(false);
     let durable = AtomicU64::new(0);
@@ -354,13 +332,17 @@ fn torture(sync: bool, kills: u64) {
         s.kill();
         s = Server::start(dir.path(), &args);
         let seq = s.get("/snapshot").json()["seq"].as_u64().unwrap();
-        let recovered = state(&s);
+        let recovered = s.entries();
         if let Err(e) = verify(&base, &log, &recovered, seq, durable, sync) {
             panic!("{durability} round {round} (seed {seed:#x}, kill after {kill_after:?}): {e}");
         }
     }
     // The background data came through every kill.
-    let fill = state(&s).keys().filter(|k| k.starts_with("fill/")).count();
+    let fill = s
+        .entries()
+        .keys()
+        .filter(|k| k.starts_with("fill/"))
+        .count();
     assert_eq!(fill, 20_000);
     assert_eq!(s.terminate().code(), Some(0));
 }

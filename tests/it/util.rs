@@ -289,27 +289,43 @@ impl Server {
         r.json()
     }
 
-    /// Every key and value, through the listing API (pages of 10 000).
-    pub fn all(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut out = serde_json::Map::new();
+    /// Every key with its value and version, through the listing API (pages of 10 000).
+    pub fn entries(&self) -> Entries {
+        let mut out = Entries::new();
         let mut after: Option<String> = None;
-        loop {
+        for _ in 0..MAX_PAGES {
             let mut path = "/kv?values=true&limit=10000".to_string();
             if let Some(a) = &after {
                 path.push_str(&format!("&after={}", encode(a)));
             }
-            let page = self.get(&path).json();
+            let r = self.get(&path);
+            assert_eq!(r.status, 200, "{}", r.text());
+            let page = r.json();
             for item in page["items"].as_array().expect("items") {
-                out.insert(
-                    item["key"].as_str().expect("key").to_string(),
-                    item["value"].clone(),
-                );
+                let key = item["key"].as_str().expect("key").to_string();
+                out.insert(key, (item["value"].clone(), num(item, "version")));
             }
             match page["next"].as_str() {
                 Some(n) => after = Some(n.to_string()),
                 None => return out,
             }
         }
+        panic!("listing did not end within {MAX_PAGES} pages");
+    }
+
+    /// Every key and value, through the listing API.
+    pub fn all(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.entries()
+            .into_iter()
+            .map(|(k, (v, _))| (k, v))
+            .collect()
+    }
+
+    /// `GET /snapshot` as JSON.
+    pub fn snapshot_status(&self) -> serde_json::Value {
+        let r = self.get("/snapshot");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -350,6 +366,19 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// Every key with its value and version.
+pub type Entries = std::collections::BTreeMap<String, (serde_json::Value, u64)>;
+
+/// Most pages a listing loop follows; the stores in these tests are far smaller.
+const MAX_PAGES: usize = 1000;
+
+/// A `u64` field of a JSON object, or a panic naming it.
+pub fn num(v: &serde_json::Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not an unsigned integer in {v}"))
 }
 
 /// Sends `sig` to `pid`.
