@@ -23,14 +23,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use twinkv::snapshot::format::{decode, encode};
 use twinkv::snapshot::slot::Slot;
-use twinkv::store::{Entries, Initial};
-use twinkv::{Durability, Metrics, Store};
+use twinkv::store::{Downstream, Entries, Initial};
+use twinkv::{Durability, Store};
 
 #[path = "support/data.rs"]
 mod data;
@@ -193,13 +193,8 @@ fn bench_size(c: &mut Criterion, n: usize, dir: &Path, tally: &Tally) -> (u64, u
                     entries: img.entries,
                     seq: img.seq,
                 };
-                let store = Store::start(
-                    initial,
-                    Durability::Async,
-                    None,
-                    Arc::new(Metrics::default()),
-                )
-                .expect("start the writer thread");
+                let store = Store::start(initial, Durability::Async, Downstream::default())
+                    .expect("start the writer thread");
                 let elapsed = t.elapsed();
                 assert_eq!(store.readers().reader().len(), n);
                 store.shutdown();

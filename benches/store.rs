@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use dashmap::DashMap;
 use twinkv::snapshot::format::decode;
-use twinkv::store::{Initial, PendingValue};
-use twinkv::{Durability, Metrics, Reader, Store, StoreHandle};
+use twinkv::store::{Downstream, Initial, PendingValue};
+use twinkv::{Durability, Reader, Store, StoreHandle};
 
 #[path = "support/data.rs"]
 mod data;
@@ -107,13 +107,8 @@ impl LeftRight {
             entries: img.entries,
             seq: img.seq,
         };
-        let store = Store::start(
-            initial,
-            Durability::Async,
-            None,
-            Arc::new(Metrics::default()),
-        )
-        .expect("start the writer thread");
+        let store = Store::start(initial, Durability::Async, Downstream::default())
+            .expect("start the writer thread");
         let handle = store.handle();
         LeftRight { store, handle }
     }

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 
+use crate::defaults;
 use crate::store::Durability;
 
 /// twinkv: a small, fast, inspectable key-value store served over HTTP.
@@ -33,25 +35,31 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, env = "TWINKV_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TWINKV_ADDR", default_value = defaults::ADDR)]
     pub addr: String,
     /// Directory for the snapshot files and the lock file; created if missing.
-    #[arg(long, env = "TWINKV_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "TWINKV_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// When a write is answered: `async` once visible, `sync` once in a flushed snapshot.
-    #[arg(long, env = "TWINKV_DURABILITY", value_enum, default_value = "async")]
+    #[arg(
+        long,
+        env = "TWINKV_DURABILITY",
+        default_value = defaults::DURABILITY,
+        value_parser = clap::builder::PossibleValuesParser::new(["async", "sync"])
+            .try_map(|s| s.parse::<Durability>()),
+    )]
     pub durability: Durability,
     /// In `async`, the longest a write waits before a snapshot holding it starts.
-    #[arg(long, env = "TWINKV_SNAPSHOT_INTERVAL_MS", default_value_t = 100)]
+    #[arg(long, env = "TWINKV_SNAPSHOT_INTERVAL_MS", default_value_t = defaults::SNAPSHOT_INTERVAL_MS)]
     pub snapshot_interval_ms: u64,
-    /// Longest key, in bytes of UTF-8.
-    #[arg(long, env = "TWINKV_MAX_KEY_BYTES", default_value_t = 1024)]
+    /// Longest key, in bytes of UTF-8 (at most 65536).
+    #[arg(long, env = "TWINKV_MAX_KEY_BYTES", default_value_t = defaults::MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
     /// Largest value body of a single-key write; larger gets 413.
-    #[arg(long, env = "TWINKV_MAX_VALUE_BYTES", default_value_t = 1_048_576)]
+    #[arg(long, env = "TWINKV_MAX_VALUE_BYTES", default_value_t = defaults::MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
     /// Largest `POST /kv` batch body; larger gets 413.
-    #[arg(long, env = "TWINKV_MAX_BATCH_BYTES", default_value_t = 16_777_216)]
+    #[arg(long, env = "TWINKV_MAX_BATCH_BYTES", default_value_t = defaults::MAX_BATCH_BYTES)]
     pub max_batch_bytes: usize,
     /// HTTP worker threads [default: number of cores].
     #[arg(long, env = "TWINKV_WORKERS")]
@@ -68,7 +76,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
     /// A data dir, or one snapshot file.
-    #[arg(default_value = "./data")]
+    #[arg(default_value = defaults::DATA_DIR)]
     pub path: PathBuf,
     /// Print `{"files": [...], "recovers_from": ...}` instead of the human report.
     #[arg(long, conflicts_with = "dump")]

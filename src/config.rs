@@ -5,12 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::ServeArgs;
+use crate::defaults;
 use crate::store::Durability;
-
-/// Largest page `GET /kv` returns.
-pub const MAX_LIST_LIMIT: usize = 10_000;
-/// Page size when `limit` is not given.
-pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
 /// Size limits applied to every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +22,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1_048_576,
-            max_batch_bytes: 16_777_216,
+            max_key_bytes: defaults::MAX_KEY_BYTES,
+            max_value_bytes: defaults::MAX_VALUE_BYTES,
+            max_batch_bytes: defaults::MAX_BATCH_BYTES,
         }
     }
 }
@@ -50,6 +46,8 @@ pub struct Config {
     pub workers: usize,
     /// The bearer token, if required.
     pub auth_token: Option<String>,
+    /// A fault to inject (tests of debug builds only).
+    pub fault: Option<TestFault>,
 }
 
 /// Why the flags cannot be used.
@@ -67,6 +65,12 @@ pub enum ConfigError {
     /// An empty token would accept `Bearer ` and mean nothing.
     #[error("--auth-token must not be empty")]
     EmptyToken,
+    /// A key limit past what an entry can hold.
+    #[error("--max-key-bytes must be at most {}", defaults::MAX_KEY_BYTES_LIMIT)]
+    KeyLimit,
+    /// An unknown `TWINKV_TEST_FAULT` (debug builds only).
+    #[error("unknown TWINKV_TEST_FAULT {0:?} (known: snapshot-panic)")]
+    Fault(String),
 }
 
 impl Config {
@@ -98,6 +102,9 @@ impl Config {
                 Ok(v)
             }
         };
+        if args.max_key_bytes > defaults::MAX_KEY_BYTES_LIMIT {
+            return Err(ConfigError::KeyLimit);
+        }
         let limits = Limits {
             max_key_bytes: positive(args.max_key_bytes, "max-key-bytes")?,
             max_value_bytes: positive(args.max_value_bytes, "max-value-bytes")?,
@@ -115,8 +122,31 @@ impl Config {
             limits,
             workers,
             auth_token: args.auth_token.clone(),
+            fault: test_fault()?,
         })
     }
+}
+
+/// A fault a test asks the server to inject, so the supervision of background threads can be
+/// tested against the real binary. Read only in debug builds; a release build never has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    /// The snapshot thread panics at its first attempt.
+    SnapshotPanic,
+}
+
+#[cfg(debug_assertions)]
+fn test_fault() -> Result<Option<TestFault>, ConfigError> {
+    match std::env::var("TWINKV_TEST_FAULT") {
+        Err(_) => Ok(None),
+        Ok(v) if v == "snapshot-panic" => Ok(Some(TestFault::SnapshotPanic)),
+        Ok(v) => Err(ConfigError::Fault(v)),
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_fault() -> Result<Option<TestFault>, ConfigError> {
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -172,6 +202,11 @@ mod tests {
         assert!(matches!(
             parse(&["--auth-token", ""]),
             Err(ConfigError::EmptyToken)
+        ));
+        assert!(parse(&["--max-key-bytes", "65536"]).is_ok());
+        assert!(matches!(
+            parse(&["--max-key-bytes", "65537"]),
+            Err(ConfigError::KeyLimit)
         ));
     }
 }

@@ -19,16 +19,28 @@ use actix_web::{web, HttpRequest, ResponseError};
 
 pub use error::ApiError;
 
+use arc_swap::ArcSwap;
+
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::store::{Durability, Reader, StoreHandle};
+use crate::snapshot::SnapshotStatus;
+use crate::store::{Durability, Faults, MarkWatch, Reader, StoreHandle};
+
+/// The header on every `/kv` response: the seq of the state read, or after the write.
+pub const SEQ_HEADER: &str = "twinkv-seq";
 
 /// State shared by every worker.
 #[derive(Debug)]
 pub struct AppState {
     /// Sends writes to the writer thread.
     pub store: StoreHandle,
-    /// Figures for `/metrics`, `/health` and `/snapshot`.
+    /// The snapshot thread's latest report, for `/snapshot`, `/health` and `/metrics`.
+    pub snapshot: Arc<ArcSwap<SnapshotStatus>>,
+    /// Where `POST /snapshot` waits for its seq to be in a flushed image.
+    pub snapshot_marks: MarkWatch,
+    /// Background threads that died: `/health` reports them.
+    pub faults: Faults,
+    /// Request counters and the rendering of `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Request size limits.
     pub limits: Limits,
@@ -104,6 +116,7 @@ pub async fn observe(
         .expect("AppState is registered")
         .clone();
     let method = req.method().clone();
+    let started = std::time::Instant::now();
     let head: usize = req
         .headers()
         .iter()
@@ -116,7 +129,7 @@ pub async fn observe(
         .error_response();
         state
             .metrics
-            .count_request(method.as_str(), res.status().as_u16());
+            .record_request(method.as_str(), res.status().as_u16(), started.elapsed());
         return Ok(req.into_response(res).map_into_right_body());
     }
     if let Some(token) = &state.auth_token {
@@ -125,18 +138,32 @@ pub async fn observe(
             let res = ApiError::Unauthorized.error_response();
             state
                 .metrics
-                .count_request(method.as_str(), res.status().as_u16());
+                .record_request(method.as_str(), res.status().as_u16(), started.elapsed());
             return Ok(req.into_response(res).map_into_right_body());
         }
     }
-    let res = next.call(req).await;
+    let kv = req.path() == "/kv" || req.path().starts_with("/kv/");
+    let mut res = next.call(req).await;
+    if let (true, Ok(r)) = (kv, &mut res) {
+        // Handlers set the exact seq where they know it; any other `/kv` answer (a bad key, a
+        // refused write) carries the seq of the state it was refused against.
+        if !r.headers().contains_key(SEQ_HEADER) {
+            if let Some(reader) = r.request().app_data::<Reader>() {
+                let seq = reader.stats().seq;
+                r.headers_mut().insert(
+                    header::HeaderName::from_static(SEQ_HEADER),
+                    header::HeaderValue::from(seq),
+                );
+            }
+        }
+    }
     let status = match &res {
         Ok(r) => r.status(),
         Err(e) => e.as_response_error().status_code(),
     };
     state
         .metrics
-        .count_request(method.as_str(), status.as_u16());
+        .record_request(method.as_str(), status.as_u16(), started.elapsed());
     res.map(ServiceResponse::map_into_left_body)
 }
 

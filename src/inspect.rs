@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::snapshot::format;
 use crate::snapshot::recover::{Depth, RecoverError, Scan};
+use crate::Chain;
 
 /// How to report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,21 +30,18 @@ pub const EXIT_NO_VALID: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Reports on `path` (a data dir or a slot file) to `out`; returns the exit status.
-pub fn inspect(
-    path: &Path,
-    mode: Mode,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> io::Result<u8> {
+///
+/// A reader of `out` that went away (`inspect --dump | head`) is not an error: the status is
+/// what it would have been. Any other failure to write the report is said on `err`, status 1.
+pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let scan = match Scan::dir_or_file(path, Depth::Every) {
         Ok(scan) => scan,
-        Err(e @ RecoverError::Path { .. }) => {
-            writeln!(err, "twinkv inspect: {e}")?;
-            return Ok(EXIT_USAGE);
-        }
         Err(e) => {
-            writeln!(err, "twinkv inspect: {e}")?;
-            return Ok(EXIT_NO_VALID);
+            let _ = writeln!(err, "twinkv inspect: {}", Chain(&e));
+            return match e {
+                RecoverError::Path { .. } => EXIT_USAGE,
+                _ => EXIT_NO_VALID,
+            };
         }
     };
     let status = if scan.files.is_empty() || scan.best.is_some() {
@@ -51,8 +49,26 @@ pub fn inspect(
     } else {
         EXIT_NO_VALID
     };
+    match report(&scan, path, mode, status, out, err).and_then(|()| out.flush()) {
+        Ok(()) => status,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => status,
+        Err(e) => {
+            let _ = writeln!(err, "twinkv inspect: cannot write the report: {e}");
+            EXIT_NO_VALID
+        }
+    }
+}
+
+fn report(
+    scan: &Scan,
+    path: &Path,
+    mode: Mode,
+    status: u8,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<()> {
     match mode {
-        Mode::Human => human(&scan, path, out)?,
+        Mode::Human => human(scan, path, out)?,
         Mode::Json => {
             let files: Vec<_> = scan
                 .files
@@ -64,7 +80,7 @@ pub fn inspect(
                         "written_at": s.written_at,
                     }),
                     Err(e) => json!({
-                        "path": f.path, "valid": false, "error": e.to_string(), "seq": null,
+                        "path": f.path, "valid": false, "error": Chain(e).to_string(), "seq": null,
                         "count": null, "bytes": null, "capacity": f.capacity,
                         "written_at": null,
                     }),
@@ -80,7 +96,7 @@ pub fn inspect(
             None => writeln!(err, "twinkv inspect: no valid snapshot to dump")?,
         },
     }
-    Ok(status)
+    Ok(())
 }
 
 fn human(scan: &Scan, path: &Path, out: &mut dyn Write) -> io::Result<()> {
@@ -102,7 +118,7 @@ fn human(scan: &Scan, path: &Path, out: &mut dyn Write) -> io::Result<()> {
                 writeln!(out, "  keys:       {}", s.count)?;
                 writeln!(out, "  written at: {}", s.written_at)?;
             }
-            Err(e) => writeln!(out, "  valid:      NO, {e}")?,
+            Err(e) => writeln!(out, "  valid:      NO, {}", Chain(e))?,
         }
     }
     match &scan.best {

@@ -2,24 +2,43 @@
 //!
 //! ```text
 //!  HTTP worker (actix-web, one per core)
-//!    GET  ── Reader (per worker) ── enter() ── clone an Arc'd value ── respond      (never blocks)
+//!    GET  ── Reader (per worker) ── enter() ── clone an Arc'd entry ── respond      (never blocks)
 //!    PUT  ── Command{op, reply} ── channel ──▶ writer thread
 //!                                               │ drain a batch of commands
 //!                                               │ check If-Match…, assign seq
-//!                                               │ append ops to the left-right WriteHandle
-//!                                               │ publish()  ── readers see the batch, atomically
-//!                                               │ send the ops ──▶ snapshot thread
-//!                                               │ reply: async → now; sync → once durable
-//!                                               ▼
-//!                                    snapshot thread (its own ordered replica)
+//!                                               │ append ops (+ the map's seq) to the
+//!                                               │   left-right WriteHandle, publish()
+//!                                               │ emit Published{seq, ops} to every Sink
+//!                                               │ reply: visible now; a `sync` caller then
+//!                                               ▼   waits on a MarkWatch for its own seq
+//!                                    snapshot thread (its own ordered replica, a Sink)
 //!                                               │ apply ops; when due: encode the replica into
 //!                                               │ the older slot file (memmap2, grown as needed),
-//!                                               │ msync, record durable_seq, wake sync waiters
+//!                                               │ msync, report "durable up to seq N"
 //! ```
 //!
-//! Modules: [`store`] (the map, its reader and writer), [`snapshot`] (the image, its files and
-//! recovery), `http` (routes and handlers), `server` (start and stop), `inspect`, `config`, `cli`
-//! and `metrics`.
+//! # Module map
+//!
+//! Dependencies run one way, in the order data flows; nothing points back up:
+//!
+//! ```text
+//!  main ─▶ cli, config, server, inspect
+//!  server ─▶ engine, http, metrics, config
+//!  http ─▶ store, snapshot (status only), metrics, config, defaults
+//!  engine ─▶ store, snapshot
+//!  snapshot ─▶ store            (implements store::Sink, reports on a store::MarkSender)
+//!  inspect ─▶ snapshot
+//!  store ─▶ (nothing in the crate)
+//!  metrics, defaults ─▶ (nothing in the crate)
+//! ```
+//!
+//! - [`store`]: the map, its reader and writer, and the seam (`Sink`, `Published`,
+//!   `MarkWatch`, `Faults`) that persistence plugs into.
+//! - [`snapshot`]: the image, its slot files, the checkpoint thread and recovery.
+//! - [`engine`]: the composition root: lock, recover, wire the threads.
+//! - [`server`]: `serve(config, listener, shutdown)`: HTTP over an engine, stopped in order.
+//! - `http`: routes and thin handlers; [`ApiError`] maps every failure to a status once.
+//! - [`inspect`], [`config`], [`cli`], [`metrics`], `defaults`.
 //!
 //! # Trade-offs
 //!
@@ -38,6 +57,8 @@
 
 pub mod cli;
 pub mod config;
+mod defaults;
+pub mod engine;
 mod http;
 pub mod inspect;
 pub mod metrics;
@@ -46,9 +67,10 @@ pub mod snapshot;
 pub mod store;
 
 pub use config::{Config, Limits};
+pub use engine::Engine;
 pub use http::{configure, observe, ApiError, AppState};
 pub use metrics::Metrics;
-pub use server::Engine;
+pub use store::{Durability, Entry, Reader, ReaderFactory, Store, StoreHandle};
 
 /// Pure decoders of untrusted input, exposed for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
@@ -57,4 +79,20 @@ pub mod fuzzing {
     pub use crate::http::kv::parse_batch;
     pub use crate::snapshot::format::decode as decode_snapshot;
 }
-pub use store::{Durability, Entry, Reader, ReaderFactory, Store, StoreHandle};
+
+/// Shows an error and its causes on one line, `outer: cause: root`: each error in a chain
+/// states only its own part (its cause is a `source()`), so this is the one place they meet.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}

@@ -1,26 +1,60 @@
 //! Snapshots: a background thread that writes the whole map as one JSON document into one of
 //! two memory-mapped slot files, and the recovery that reads them back.
 //!
-//! Data enters as [`SnapMsg`]s from the writer thread (the ops of each published batch, plus
-//! `sync` replies to send once durable) and leaves as files on disk and a [`SnapshotStatus`]
-//! published through [`Metrics`](crate::metrics::Metrics). `format` owns the document, `slot` the
-//! mapped file, `worker` the thread, `recover` the choice of image at start and in `inspect`.
+//! Data enters through [`Feed`], the [`Sink`] the writer is given: every published batch, and
+//! requests to checkpoint. It leaves as files on disk, as "durable up to seq N" on a
+//! [`MarkSender`] (which `sync` writes and `POST /snapshot` wait on, through the store), and as a
+//! [`SnapshotStatus`] for `/snapshot`, `/health` and `/metrics`. `format` owns the document,
+//! `slot` the mapped file, `worker` the thread, `recover` the choice of image at start and in
+//! `inspect`. This module depends on the store; the store names nothing here.
 
 pub mod format;
 pub mod recover;
 pub mod slot;
 mod worker;
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use arc_swap::ArcSwap;
 
-use crate::metrics::Metrics;
-use crate::store::{Entries, Op, WriteError, Written};
+use crate::store::{marks, Entries, Faults, MarkWatch, Published, Sink};
+
+/// Why a snapshot could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Writing, growing or flushing a slot file failed; the other slot is intact.
+    #[error("cannot write the snapshot {path}")]
+    Write {
+        /// The slot file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An unfinished slot file left by a crash cannot be removed.
+    #[error("cannot remove the unfinished slot file {path}")]
+    Cleanup {
+        /// The temporary file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The thread could not be started.
+    #[error("cannot start the snapshot thread")]
+    Spawn(#[source] io::Error),
+    /// The thread died (a panic) before it could write the final image.
+    #[error("the snapshot thread died; the final snapshot was not written")]
+    Died,
+    /// The final image at shutdown failed.
+    #[error("the final snapshot failed")]
+    Final(#[source] Arc<SnapshotError>),
+}
 
 /// What the snapshot thread last did, as `GET /snapshot` and `/metrics` report it.
 #[derive(Debug, Clone, Default)]
@@ -44,35 +78,31 @@ pub struct SnapshotStatus {
     /// Successful snapshots since start.
     pub written: u64,
     /// Why the last attempt failed; `None` once one succeeds. Makes `/health` degraded.
-    pub last_error: Option<String>,
+    pub last_error: Option<Arc<SnapshotError>>,
 }
 
-/// A `sync` write's reply, held until an image with its seq is flushed.
+/// A message from the writer (through [`Feed`]) to the snapshot thread.
 #[derive(Debug)]
-pub struct Waiter {
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<Result<Written, WriteError>>,
-    /// The answer on success.
-    pub written: Written,
+enum Msg {
+    /// One published batch.
+    Published(Published),
+    /// Write an image holding everything up to this seq soon.
+    Checkpoint(u64),
 }
 
-/// A message from the writer to the snapshot thread.
+/// The writer's end of the snapshot thread's inbox.
 #[derive(Debug)]
-pub enum SnapMsg {
-    /// The ops of one published batch, which brought the map to `seq`.
-    Batch {
-        /// The seq after the batch.
-        seq: u64,
-        /// Its ops, in order.
-        ops: Vec<Op>,
-        /// `sync` replies to send once an image at or past `seq` is flushed.
-        waiters: Vec<Waiter>,
-    },
-    /// Answer once every batch sent before this one is in a flushed image.
-    Flush {
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<Arc<SnapshotStatus>, WriteError>>,
-    },
+pub struct Feed(Sender<Msg>);
+
+impl Sink for Feed {
+    fn published(&mut self, batch: &Published) {
+        // A thread that is gone is reported by `Faults` and by its `MarkSender` closing.
+        let _ = self.0.send(Msg::Published(batch.clone()));
+    }
+
+    fn checkpoint(&mut self, seq: u64) {
+        let _ = self.0.send(Msg::Checkpoint(seq));
+    }
 }
 
 /// What was recovered at start, so the thread knows which slot holds the newest image.
@@ -93,27 +123,34 @@ pub struct Recovered {
 /// The running snapshot thread.
 #[derive(Debug)]
 pub struct Snapshotter {
-    join: JoinHandle<Result<(), String>>,
+    /// Ends once the writer drops the [`Feed`] and the final image is written.
+    join: JoinHandle<Option<Result<(), SnapshotError>>>,
+    /// The thread's latest report, replaced whole after every attempt.
+    pub status: Arc<ArcSwap<SnapshotStatus>>,
+    /// "Every write up to N is in a flushed image": what `POST /snapshot` (and, until the log
+    /// exists, a `sync` write) waits on.
+    pub marks: MarkWatch,
 }
 
 impl Snapshotter {
     /// Starts the thread with a replica of `entries` (which shares every key and value).
     ///
-    /// Returns the sender the writer feeds. Leftover temporary slot files, which never held a
-    /// complete image, are removed first.
+    /// Returns the [`Feed`] the writer is given. Leftover temporary slot files, which never
+    /// held a complete image, are removed first.
     pub fn start(
         dir: &Path,
         entries: &Entries,
         recovered: Option<Recovered>,
         interval: Duration,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Sender<SnapMsg>, Snapshotter)> {
+        faults: &Faults,
+    ) -> Result<(Feed, Snapshotter), SnapshotError> {
         let paths = recover::SLOT_NAMES.map(|n| dir.join(n));
         for p in &paths {
             let tmp = slot::temp_path(p);
             if tmp.exists() {
                 tracing::info!(path = %tmp.display(), "removing an unfinished slot file");
-                std::fs::remove_file(&tmp)?;
+                std::fs::remove_file(&tmp)
+                    .map_err(|source| SnapshotError::Cleanup { path: tmp, source })?;
             }
         }
         let seq = recovered.as_ref().map_or(0, |r| r.seq);
@@ -122,8 +159,8 @@ impl Snapshotter {
             Some(r) if r.path == paths[0] => 1,
             _ => 0,
         };
-        if let Some(r) = &recovered {
-            metrics.snapshot.store(Arc::new(SnapshotStatus {
+        let status = Arc::new(ArcSwap::from_pointee(match &recovered {
+            Some(r) => SnapshotStatus {
                 durable_seq: r.seq,
                 file: Some(r.path.clone()),
                 bytes: r.bytes,
@@ -131,8 +168,10 @@ impl Snapshotter {
                 keys: entries.len() as u64,
                 written_at: Some(r.written_at.clone()),
                 ..SnapshotStatus::default()
-            }));
-        }
+            },
+            None => SnapshotStatus::default(),
+        }));
+        let (mark_tx, mark_rx) = marks(seq);
         let worker = worker::Worker {
             paths,
             slots: [None, None],
@@ -140,24 +179,38 @@ impl Snapshotter {
             replica: entries.clone(),
             applied: seq,
             durable: seq,
+            wanted: seq,
+            urgent: false,
             interval,
-            metrics,
-            waiters: Vec::new(),
-            flushes: Vec::new(),
+            status: Arc::clone(&status),
+            marks: mark_tx,
             deadline: None,
             retry_at: None,
         };
         let (tx, rx) = mpsc::channel();
-        let join = std::thread::Builder::new()
-            .name("twinkv-snapshot".into())
-            .spawn(move || worker.run(rx))?;
-        Ok((tx, Snapshotter { join }))
+        let join = faults
+            .spawn("twinkv-snapshot", move || worker.run(rx))
+            .map_err(SnapshotError::Spawn)?;
+        Ok((
+            Feed(tx),
+            Snapshotter {
+                join,
+                status,
+                marks: mark_rx,
+            },
+        ))
     }
 
-    /// Waits for the thread, which ends once its sender is dropped and the final image written.
-    pub fn join(self) -> Result<(), String> {
-        self.join
-            .join()
-            .unwrap_or_else(|_| Err("the snapshot thread panicked".into()))
+    /// Waits for the thread, which ends once its feed is dropped and the final image written.
+    pub fn join(self) -> Result<(), SnapshotError> {
+        match self.join.join() {
+            Ok(Some(result)) => result,
+            Ok(None) | Err(_) => Err(SnapshotError::Died),
+        }
     }
+}
+
+/// Makes the snapshot thread panic at its next attempt (`TWINKV_TEST_FAULT=snapshot-panic`).
+pub(crate) fn inject_panic_at_next_attempt() {
+    worker::PANIC_AT_NEXT_ATTEMPT.store(true, std::sync::atomic::Ordering::Relaxed);
 }

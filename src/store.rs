@@ -3,15 +3,17 @@
 //! [`Store::start`] spawns the writer and hands out two things: a [`ReaderFactory`] (one
 //! [`Reader`] per HTTP worker) and a cloneable [`StoreHandle`] that sends write commands over a
 //! channel. The writer answers each command through a oneshot channel once the change is
-//! visible to readers (`async`) or durable (`sync`, answered by the snapshot thread).
+//! visible to readers. Durability is downstream's business (the [`seam`] module): the writer
+//! hands every published batch to the attached [`Sink`]s, and a `sync` write then waits on a
+//! [`MarkWatch`] until its own seq is reported durable.
 //!
 //! ```
-//! # use std::sync::Arc;
-//! use twinkv::store::{Initial, PendingValue};
-//! use twinkv::{Durability, Metrics, Store};
+//! use std::sync::Arc;
+//! use twinkv::store::{Downstream, Initial, PendingValue};
+//! use twinkv::{Durability, Store};
 //!
-//! // No snapshot thread here (`None`): the map lives in memory only.
-//! let store = Store::start(Initial::default(), Durability::Async, None, Arc::new(Metrics::default()))?;
+//! // Nothing downstream: the map lives in memory only.
+//! let store = Store::start(Initial::default(), Durability::Async, Downstream::default())?;
 //! let reader = store.readers().reader();
 //! let written = store.handle().put_blocking(Arc::from("greeting"), PendingValue::from_text("hello"))?;
 //! // Answered means visible: the reader sees the write at once, at its version.
@@ -23,9 +25,11 @@
 
 mod op;
 mod reader;
+pub mod seam;
 mod value;
 mod writer;
 
+use std::str::FromStr;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,19 +37,41 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 pub use op::{Entries, Op};
-pub use reader::{Page, Reader, ReaderFactory};
+pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
+pub use seam::{marks, Faults, MarkSender, MarkWatch, NotDurable, Published, SharedError, Sink};
 pub use value::{Entry, PendingValue};
 
-use crate::metrics::Metrics;
-use crate::snapshot::{SnapMsg, SnapshotStatus};
-
 /// When a write is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Once visible to readers; a snapshot holding it starts within the snapshot interval.
+    /// Once visible to readers; made durable in the background.
     Async,
-    /// Once a snapshot holding it is flushed to disk.
+    /// Once downstream reports it durable.
     Sync,
+}
+
+impl Durability {
+    /// The name used on the command line and in `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Async => "async",
+            Durability::Sync => "sync",
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "async" => Ok(Durability::Async),
+            "sync" => Ok(Durability::Sync),
+            other => Err(format!(
+                "unknown durability {other:?} (expected async or sync)"
+            )),
+        }
+    }
 }
 
 /// What a successful write reports.
@@ -58,7 +84,7 @@ pub struct Written {
 }
 
 /// Why a write was not applied, or not confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// An `If-Match` or `If-None-Match` condition did not hold.
     #[error("precondition failed")]
@@ -66,12 +92,29 @@ pub enum WriteError {
     /// A delete named an absent key.
     #[error("key not found")]
     NotFound,
-    /// The write was applied but the snapshot that should hold it failed.
-    #[error("write applied but not durable: {0}")]
-    NotDurable(String),
+    /// The write was applied but could not be made durable.
+    #[error(transparent)]
+    NotDurable(#[from] NotDurable),
+    /// A background thread died: no write is accepted any more.
+    #[error("no write is accepted: {0}")]
+    Halted(Arc<String>),
     /// The store is shutting down.
     #[error("the store is shutting down")]
     ShuttingDown,
+}
+
+impl PartialEq for WriteError {
+    fn eq(&self, other: &Self) -> bool {
+        use WriteError::*;
+        match (self, other) {
+            (PreconditionFailed, PreconditionFailed)
+            | (NotFound, NotFound)
+            | (ShuttingDown, ShuttingDown) => true,
+            (Halted(a), Halted(b)) => a == b,
+            (NotDurable(a), NotDurable(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
 }
 
 /// A set of entity tags from `If-Match` or `If-None-Match`.
@@ -104,21 +147,26 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// Whether the conditions hold for a key at `version` (`None`: absent).
+    pub fn hold(&self, version: Option<u64>) -> bool {
+        self.if_match.as_ref().is_none_or(|t| t.matches(version))
+            && !self
+                .if_none_match
+                .as_ref()
+                .is_some_and(|t| t.matches(version))
+    }
+
     fn check(&self, current: Option<&Entry>) -> Result<(), WriteError> {
-        let version = current.map(Entry::version);
-        if let Some(tags) = &self.if_match {
-            if !tags.matches(version) {
-                return Err(WriteError::PreconditionFailed);
-            }
+        if self.hold(current.map(Entry::version)) {
+            Ok(())
+        } else {
+            Err(WriteError::PreconditionFailed)
         }
-        if let Some(tags) = &self.if_none_match {
-            if tags.matches(version) {
-                return Err(WriteError::PreconditionFailed);
-            }
-        }
-        Ok(())
     }
 }
+
+/// The reply channel of one write.
+type Reply = oneshot::Sender<Result<Written, WriteError>>;
 
 /// A message to the writer thread.
 #[derive(Debug)]
@@ -128,23 +176,23 @@ pub(crate) enum Command {
         key: Arc<str>,
         value: PendingValue,
         cond: Conditions,
-        reply: oneshot::Sender<Result<Written, WriteError>>,
+        reply: Reply,
     },
     /// Remove one key, if present and its conditions hold.
     Delete {
         key: Arc<str>,
         cond: Conditions,
-        reply: oneshot::Sender<Result<Written, WriteError>>,
+        reply: Reply,
     },
     /// Set and remove many keys at one seq (the caller has checked they are disjoint).
     Batch {
         puts: Vec<(Arc<str>, PendingValue)>,
         deletes: Vec<Arc<str>>,
-        reply: oneshot::Sender<Result<Written, WriteError>>,
+        reply: Reply,
     },
-    /// Answer once every write applied before this command is in a flushed snapshot.
-    Snapshot {
-        reply: oneshot::Sender<Result<Arc<SnapshotStatus>, WriteError>>,
+    /// Ask downstream to make everything so far durable; answers with the seq to wait for.
+    Checkpoint {
+        reply: oneshot::Sender<Result<u64, WriteError>>,
     },
     /// Finish the commands drained so far, then stop.
     Shutdown,
@@ -159,11 +207,25 @@ pub struct Initial {
     pub seq: u64,
 }
 
+/// What is attached downstream of the writer.
+#[derive(Debug, Default)]
+pub struct Downstream {
+    /// Told every published batch, in order.
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Where a `sync` write waits for its seq; `None`: nothing makes writes durable, so a
+    /// `sync` write is answered once visible (benches, the doc example).
+    pub durable: Option<MarkWatch>,
+    /// Background threads that died; checked before every batch.
+    pub faults: Faults,
+}
+
 /// Sends writes to the writer thread. Cheap to clone; shareable between threads.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     /// The writer's inbox; unbounded, since every sender awaits its reply (connections bound it).
     tx: Sender<Command>,
+    /// Where `sync` writes wait for durability; `None` in `async` or with nothing downstream.
+    durable: Option<MarkWatch>,
 }
 
 impl StoreHandle {
@@ -174,19 +236,19 @@ impl StoreHandle {
         value: PendingValue,
         cond: Conditions,
     ) -> Result<Written, WriteError> {
-        self.call(|reply| Command::Put {
+        self.write(|reply| Command::Put {
             key,
             value,
             cond,
             reply,
         })
-        .await?
+        .await
     }
 
     /// Removes `key`.
     pub async fn delete(&self, key: Arc<str>, cond: Conditions) -> Result<Written, WriteError> {
-        self.call(|reply| Command::Delete { key, cond, reply })
-            .await?
+        self.write(|reply| Command::Delete { key, cond, reply })
+            .await
     }
 
     /// Applies puts and deletes atomically at one seq. Keys must not appear in both.
@@ -195,31 +257,40 @@ impl StoreHandle {
         puts: Vec<(Arc<str>, PendingValue)>,
         deletes: Vec<Arc<str>>,
     ) -> Result<Written, WriteError> {
-        self.call(|reply| Command::Batch {
+        self.write(|reply| Command::Batch {
             puts,
             deletes,
             reply,
         })
-        .await?
+        .await
     }
 
-    /// Waits until a snapshot holds every write applied so far.
-    pub async fn snapshot(&self) -> Result<Arc<SnapshotStatus>, WriteError> {
-        self.call(|reply| Command::Snapshot { reply }).await?
+    /// Asks downstream to make every write applied so far durable; returns the seq to wait
+    /// for (on the checkpointer's own [`MarkWatch`]).
+    pub async fn checkpoint(&self) -> Result<u64, WriteError> {
+        self.send(|reply| Command::Checkpoint { reply })?
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?
     }
 
     /// Like [`StoreHandle::put`], for threads outside an async runtime (benches, tools).
     pub fn put_blocking(&self, key: Arc<str>, value: PendingValue) -> Result<Written, WriteError> {
+        let waiter = self.durable.as_ref().map(MarkWatch::waiter);
         let rx = self.send(|reply| Command::Put {
             key,
             value,
             cond: Conditions::default(),
             reply,
         })?;
-        rx.blocking_recv().map_err(|_| WriteError::ShuttingDown)?
+        let written = rx.blocking_recv().map_err(|_| WriteError::ShuttingDown)??;
+        if let Some(w) = waiter {
+            futures_executor::block_on(w.wait(written.seq))?;
+        }
+        Ok(written)
     }
 
-    /// Sends a put without waiting; the receiver yields the reply.
+    /// Sends a put without waiting; the receiver yields the reply once it is visible (not
+    /// durable: for benches that measure the writer alone).
     pub fn put_nowait(
         &self,
         key: Arc<str>,
@@ -244,12 +315,18 @@ impl StoreHandle {
         Ok(rx)
     }
 
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, WriteError> {
-        let rx = self.send(make)?;
-        rx.await.map_err(|_| WriteError::ShuttingDown)
+    /// Sends a write, waits for it to be visible, then (in `sync`) for it to be durable.
+    async fn write(&self, make: impl FnOnce(Reply) -> Command) -> Result<Written, WriteError> {
+        // Taken before sending, so a failed attempt that covers this write is never missed.
+        let waiter = self.durable.as_ref().map(MarkWatch::waiter);
+        let written = self
+            .send(make)?
+            .await
+            .map_err(|_| WriteError::ShuttingDown)??;
+        if let Some(w) = waiter {
+            w.wait(written.seq).await?;
+        }
+        Ok(written)
     }
 }
 
@@ -258,45 +335,41 @@ impl StoreHandle {
 pub struct Store {
     handle: StoreHandle,
     readers: ReaderFactory,
-    writer: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<Option<()>>>,
 }
 
 impl Store {
     /// Builds both read copies from `initial` and starts the writer thread.
-    ///
-    /// `snapshots` receives every published batch; `None` runs without persistence (benches).
     pub fn start(
         initial: Initial,
         durability: Durability,
-        snapshots: Option<Sender<SnapMsg>>,
-        metrics: Arc<Metrics>,
+        downstream: Downstream,
     ) -> std::io::Result<Store> {
-        let keys = initial.entries.len() as u64;
         let (handle, read) =
-            left_right::new_from_empty::<op::Map, Op>(op::Map::new(initial.entries));
+            left_right::new_from_empty::<op::Map, Op>(op::Map::new(initial.entries, initial.seq));
         let readers = ReaderFactory(read.factory());
         drop(read);
-        metrics
-            .seq
-            .store(initial.seq, std::sync::atomic::Ordering::Release);
-        metrics
-            .keys
-            .store(keys, std::sync::atomic::Ordering::Release);
         let (tx, commands) = mpsc::channel();
+        let Downstream {
+            sinks,
+            durable,
+            faults,
+        } = downstream;
+        let durable = match durability {
+            Durability::Sync => durable,
+            Durability::Async => None,
+        };
         let writer = writer::Writer {
             handle,
             commands,
-            snapshots,
+            sinks,
             seq: initial.seq,
-            keys,
-            durability,
-            metrics,
+            urgent: durability == Durability::Sync,
+            faults: faults.clone(),
         };
-        let join = std::thread::Builder::new()
-            .name("twinkv-writer".into())
-            .spawn(move || writer.run())?;
+        let join = faults.spawn("twinkv-writer", move || writer.run())?;
         Ok(Store {
-            handle: StoreHandle { tx },
+            handle: StoreHandle { tx, durable },
             readers,
             writer: Some(join),
         })
@@ -318,9 +391,7 @@ impl Store {
     pub fn shutdown(mut self) {
         let _ = self.handle.tx.send(Command::Shutdown);
         if let Some(join) = self.writer.take() {
-            if join.join().is_err() {
-                tracing::error!("the writer thread panicked");
-            }
+            let _ = join.join();
         }
     }
 }
@@ -330,13 +401,8 @@ mod tests {
     use super::*;
 
     fn start() -> Store {
-        Store::start(
-            Initial::default(),
-            Durability::Async,
-            None,
-            Arc::new(Metrics::default()),
-        )
-        .expect("spawn writer")
+        Store::start(Initial::default(), Durability::Async, Downstream::default())
+            .expect("spawn writer")
     }
 
     fn text(s: &str) -> PendingValue {

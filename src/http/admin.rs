@@ -1,36 +1,38 @@
 //! Handlers of `/health`, `/metrics` and `/snapshot`.
 
-use std::sync::atomic::Ordering;
-
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::state;
+use super::{reader, state};
+use crate::metrics::{Figures, Metrics};
 use crate::snapshot::SnapshotStatus;
-use crate::store::Durability;
+use crate::store::NotDurable;
+use crate::Chain;
 
-/// `GET /health`: 200 when the last snapshot attempt succeeded (or none was needed), else 503.
+/// `GET /health`: 200 while every background thread runs and the last snapshot attempt
+/// succeeded (or none was needed), else 503 with the reason.
 pub async fn health(req: HttpRequest) -> HttpResponse {
     let state = state(&req);
-    let snap = state.metrics.snapshot_status();
-    let seq = state.metrics.seq.load(Ordering::Acquire);
-    let durability = match state.durability {
-        Durability::Async => "async",
-        Durability::Sync => "sync",
+    let snap = state.snapshot.load();
+    let stats = reader(&req).stats();
+    let reason = match (state.faults.get(), &snap.last_error) {
+        (Some(fault), _) => Some(format!("{fault}; writes are refused")),
+        (None, Some(e)) => Some(format!("the last snapshot attempt failed: {}", Chain(&**e))),
+        (None, None) => None,
     };
-    match &snap.last_error {
+    match reason {
         None => HttpResponse::Ok().json(json!({
             "status": "ok",
-            "seq": seq,
+            "seq": stats.seq,
             "durable_seq": snap.durable_seq,
-            "keys": state.metrics.keys.load(Ordering::Acquire),
-            "durability": durability,
+            "keys": stats.keys,
+            "durability": state.durability.as_str(),
         })),
         Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
             "status": "degraded",
-            "reason": format!("the last snapshot attempt failed: {reason}"),
-            "seq": seq,
+            "reason": reason,
+            "seq": stats.seq,
             "durable_seq": snap.durable_seq,
             "snapshot_failures": snap.failures,
         })),
@@ -39,9 +41,22 @@ pub async fn health(req: HttpRequest) -> HttpResponse {
 
 /// `GET /metrics`, Prometheus text format.
 pub async fn metrics(req: HttpRequest) -> HttpResponse {
+    let state = state(&req);
+    let snap = state.snapshot.load();
+    let stats = reader(&req).stats();
+    let figures = Figures {
+        keys: stats.keys,
+        seq: stats.seq,
+        durable_seq: snap.durable_seq,
+        snapshot_bytes: snap.bytes,
+        snapshot_duration_seconds: snap.last_duration.as_secs_f64(),
+        snapshot_failures_total: snap.failures,
+        snapshots_total: snap.written,
+        ..Figures::default()
+    };
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state(&req).metrics.render())
+        .content_type(Metrics::CONTENT_TYPE)
+        .body(state.metrics.render(&figures))
 }
 
 fn report(seq: u64, snap: &SnapshotStatus) -> serde_json::Value {
@@ -52,24 +67,35 @@ fn report(seq: u64, snap: &SnapshotStatus) -> serde_json::Value {
         "bytes": snap.bytes,
         "capacity": snap.capacity,
         "keys": snap.keys,
+        "snapshot_seq": snap.durable_seq,
+        "log_bytes": 0,
         "last_duration_ms": snap.last_duration.as_secs_f64() * 1000.0,
         "written_at": snap.written_at,
         "failures": snap.failures,
-        "last_error": snap.last_error,
+        "last_error": snap.last_error.as_ref().map(|e| Chain(&**e).to_string()),
     })
 }
 
 /// `GET /snapshot`: what the newest flushed snapshot holds.
 pub async fn snapshot_status(req: HttpRequest) -> HttpResponse {
     let state = state(&req);
-    let seq = state.metrics.seq.load(Ordering::Acquire);
-    HttpResponse::Ok().json(report(seq, &state.metrics.snapshot_status()))
+    let seq = reader(&req).stats().seq;
+    HttpResponse::Ok().json(report(seq, &state.snapshot.load()))
 }
 
 /// `POST /snapshot`: answers once every write applied before it is in a flushed snapshot.
 pub async fn snapshot_now(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&req);
-    let snap = state.store.snapshot().await?;
-    let seq = state.metrics.seq.load(Ordering::Acquire);
-    Ok(HttpResponse::Ok().json(report(seq, &snap)))
+    // Taken before asking, so an attempt that covers the request and fails is never missed.
+    let waiter = state.snapshot_marks.waiter();
+    let seq = state.store.checkpoint().await?;
+    waiter.wait(seq).await.map_err(|e| {
+        let why = match &e {
+            NotDurable::Failed(cause) => Chain(&**cause).to_string(),
+            NotDurable::Stopped => "the snapshot thread has stopped".into(),
+        };
+        ApiError::Unavailable(format!("the snapshot failed: {why}"))
+    })?;
+    let seq = reader(&req).stats().seq;
+    Ok(HttpResponse::Ok().json(report(seq, &state.snapshot.load())))
 }

@@ -38,7 +38,8 @@ pub enum ApiError {
     /// A content type the route does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// The write was applied but its snapshot failed, or the store is stopping.
+    /// The write was applied but not made durable, writes are refused after a fault, a
+    /// snapshot failed, or the store is stopping.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -48,8 +49,8 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::PreconditionFailed => ApiError::PreconditionFailed,
             WriteError::NotFound => ApiError::NotFound("key not found".into()),
-            WriteError::NotDurable(_) | WriteError::ShuttingDown => {
-                ApiError::Unavailable(e.to_string())
+            WriteError::NotDurable(_) | WriteError::Halted(_) | WriteError::ShuttingDown => {
+                ApiError::Unavailable(crate::Chain(&e).to_string())
             }
         }
     }

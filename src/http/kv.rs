@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderName};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
@@ -14,8 +14,9 @@ use serde::Serialize;
 
 use super::decode::{check_key, form_pairs, percent_decode};
 use super::error::ApiError;
-use super::{reader, state};
-use crate::config::{Limits, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use super::{reader, state, SEQ_HEADER};
+use crate::config::Limits;
+use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::store::{Conditions, ETags, PendingValue};
 
 const JSON: &str = "application/json";
@@ -41,6 +42,11 @@ fn write_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
 
 fn etag(version: u64) -> (HeaderName, String) {
     (header::ETAG, format!("\"{version}\""))
+}
+
+/// `Twinkv-Seq`: the seq of the state read, or after the write.
+fn seq_header(seq: u64) -> (HeaderName, HeaderValue) {
+    (HeaderName::from_static(SEQ_HEADER), HeaderValue::from(seq))
 }
 
 /// Parses `If-Match` / `If-None-Match`: `*` or a list of entity tags.
@@ -164,19 +170,22 @@ async fn body(
 /// `GET` and `HEAD /kv/{key}`.
 pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
-    let value = reader(&req)
-        .get(&key)
+    let found = reader(&req).lookup(&key);
+    let value = found
+        .entry
         .ok_or_else(|| ApiError::NotFound("key not found".into()))?;
     let version = value.version();
     if let Some(tags) = etags(&req, header::IF_NONE_MATCH, true)? {
         if tags.matches(Some(version)) {
             return Ok(HttpResponse::NotModified()
                 .insert_header(etag(version))
+                .insert_header(seq_header(found.seq))
                 .finish());
         }
     }
     let mut res = HttpResponse::Ok();
     res.insert_header(etag(version));
+    res.insert_header(seq_header(found.seq));
     match value.text() {
         Some(text) if !accepts_json(&req) => Ok(res
             .content_type(TEXT)
@@ -208,6 +217,7 @@ async fn store_value(
     };
     Ok(HttpResponse::build(status)
         .insert_header(etag(written.seq))
+        .insert_header(seq_header(written.seq))
         .json(PutReply {
             key: &key,
             version: written.seq,
@@ -267,8 +277,10 @@ pub async fn post_form(req: HttpRequest, payload: web::Payload) -> Result<HttpRe
 pub async fn delete(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let key = write_key(&req)?;
     let cond = conditions(&req)?;
-    state(&req).store.delete(key, cond).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let written = state(&req).store.delete(key, cond).await?;
+    Ok(HttpResponse::NoContent()
+        .insert_header(seq_header(written.seq))
+        .finish())
 }
 
 /// `GET /kv?prefix=&after=&limit=&values=`.
@@ -327,7 +339,10 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         serde_json::to_vec(&serde_json::json!({ "keys": keys, "next": next }))
             .expect("writing into memory")
     };
-    Ok(HttpResponse::Ok().content_type(JSON).body(body))
+    Ok(HttpResponse::Ok()
+        .content_type(JSON)
+        .insert_header(seq_header(page.seq))
+        .body(body))
 }
 
 /// A parsed batch body: puts and deletes, disjoint, every key and value checked.
@@ -398,5 +413,7 @@ pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
     let bytes = body(&req, payload, limits.max_batch_bytes, "batch body").await?;
     let (puts, deletes) = parse_batch(&bytes, &limits)?;
     let written = state(&req).store.batch(puts, deletes).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "seq": written.seq })))
+    Ok(HttpResponse::Ok()
+        .insert_header(seq_header(written.seq))
+        .json(serde_json::json!({ "seq": written.seq })))
 }

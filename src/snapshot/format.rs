@@ -70,7 +70,7 @@ pub enum FormatError {
         computed: u32,
     },
     /// The document is not well-formed JSON of the expected shape.
-    #[error("the document is not a valid snapshot: {0}")]
+    #[error("the document is not a valid snapshot")]
     Json(#[from] serde_json::Error),
     /// The format string names another version or another program.
     #[error("unknown format {0:?} (expected {FORMAT:?})")]
@@ -630,7 +630,7 @@ mod tests {
             "{body},\"checksum\":\"crc32c:{:08x}\"}}",
             crc32c::crc32c(body.as_bytes())
         );
-        let err = decode(sealed.as_bytes()).unwrap_err().to_string();
+        let err = crate::Chain(&decode(sealed.as_bytes()).unwrap_err()).to_string();
         assert!(err.contains("duplicate field `seq`"), "{err}");
         for file in std::fs::read_dir(concat!(
             env!("CARGO_MANIFEST_DIR"),

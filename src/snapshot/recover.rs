@@ -17,10 +17,10 @@ pub const SLOT_NAMES: [&str; 2] = ["snapshot-a.json", "snapshot-b.json"];
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
     /// The file could not be read.
-    #[error("cannot read the file: {0}")]
+    #[error("cannot read the file")]
     Io(#[from] io::Error),
     /// The file's bytes are not a valid image.
-    #[error("{0}")]
+    #[error(transparent)]
     Format(#[from] FormatError),
 }
 
@@ -64,7 +64,7 @@ pub enum RecoverError {
     #[error("snapshot files exist but none is valid: {0}")]
     NoValidSnapshot(String),
     /// A file exists but could not be read, so the newest image may be unknown.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -72,7 +72,7 @@ pub enum RecoverError {
         source: io::Error,
     },
     /// The data dir or file itself cannot be listed or opened.
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Path {
         /// The path given.
         path: PathBuf,
@@ -248,7 +248,7 @@ impl Scan {
             Some((i, image)) => {
                 for f in &self.files {
                     if let Err(e) = &f.result {
-                        tracing::warn!(path = %f.path.display(), reason = %e, "ignoring invalid snapshot file");
+                        tracing::warn!(path = %f.path.display(), reason = %crate::Chain(e), "ignoring invalid snapshot file");
                     }
                 }
                 let file = &self.files[i];
@@ -260,7 +260,7 @@ impl Scan {
                     .files
                     .iter()
                     .map(|f| match &f.result {
-                        Err(e) => format!("{}: {e}", f.path.display()),
+                        Err(e) => format!("{}: {}", f.path.display(), crate::Chain(e)),
                         Ok(_) => unreachable!("a valid file would be the best"),
                     })
                     .collect();
@@ -354,7 +354,7 @@ mod tests {
         let dir = setup(Some(image(5, &["x"])), Some(sealed.into_bytes()));
         assert_eq!(recovered_seq(dir.path()).unwrap(), Some(5));
         let scan = Scan::dir(dir.path(), Depth::Newest).unwrap();
-        let err = scan.files[1].result.as_ref().unwrap_err().to_string();
+        let err = crate::Chain(scan.files[1].result.as_ref().unwrap_err()).to_string();
         assert!(err.contains("count is 5"), "{err}");
     }
 

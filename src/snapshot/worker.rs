@@ -1,24 +1,29 @@
-//! The snapshot thread: keeps an ordered replica fed by the writer, writes it out, wakes waiters.
+//! The snapshot thread: keeps an ordered replica fed by the writer, writes it out, reports.
 //!
 //! It never reads the left-right copies, so serializing a large map stalls neither the writer's
 //! publish nor any reader. While it writes, batches queue in its channel; the next image covers
 //! them all, which is what lets many `sync` writers share one flush.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use arc_swap::ArcSwap;
 
 use super::format;
 use super::slot::Slot;
-use super::{SnapMsg, SnapshotStatus, Waiter};
-use crate::metrics::Metrics;
-use crate::store::{Entries, WriteError};
+use super::{Msg, SnapshotError, SnapshotStatus};
+use crate::store::{Entries, MarkSender};
 
 /// The shortest pause before retrying a failed snapshot, whatever the interval.
 const MIN_RETRY: Duration = Duration::from_millis(50);
+
+/// Test-only fault (set from `TWINKV_TEST_FAULT=snapshot-panic` in debug builds): the thread
+/// panics at its next attempt, so the supervision of background threads can be tested against
+/// the real binary.
+pub(crate) static PANIC_AT_NEXT_ATTEMPT: AtomicBool = AtomicBool::new(false);
 
 /// Everything the snapshot thread owns.
 pub(super) struct Worker {
@@ -34,14 +39,16 @@ pub(super) struct Worker {
     pub(super) applied: u64,
     /// Seq of the newest flushed image.
     pub(super) durable: u64,
+    /// The highest seq a checkpoint request asked for.
+    pub(super) wanted: u64,
+    /// A `sync` write waits for what was absorbed: write now, not at the deadline.
+    pub(super) urgent: bool,
     /// The longest a write waits before a snapshot holding it starts (`async`).
     pub(super) interval: Duration,
     /// Where the thread reports its status.
-    pub(super) metrics: Arc<Metrics>,
-    /// `sync` writes waiting for an image holding them.
-    pub(super) waiters: Vec<Waiter>,
-    /// `POST /snapshot` requests waiting for an image.
-    pub(super) flushes: Vec<oneshot::Sender<Result<Arc<SnapshotStatus>, WriteError>>>,
+    pub(super) status: Arc<ArcSwap<SnapshotStatus>>,
+    /// Where the thread reports the durable seq, and failures, to waiters.
+    pub(super) marks: MarkSender,
     /// When the oldest unsnapshotted write arrived plus the interval; `None` when clean.
     pub(super) deadline: Option<Instant>,
     /// After a failure, no attempt before this instant.
@@ -49,8 +56,8 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// Runs until the writer drops its sender, then writes a final image.
-    pub(super) fn run(mut self, rx: Receiver<SnapMsg>) -> Result<(), String> {
+    /// Runs until the writer drops its feed, then writes a final image.
+    pub(super) fn run(mut self, rx: Receiver<Msg>) -> Result<(), SnapshotError> {
         loop {
             let mut closed = false;
             let msg = match self.next_attempt() {
@@ -79,12 +86,12 @@ impl Worker {
     }
 
     /// The final image at shutdown, when anything is not yet durable.
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), SnapshotError> {
         if self.applied > self.durable {
             self.attempt();
         }
-        match &self.metrics.snapshot.load().last_error {
-            Some(e) if self.applied > self.durable => Err(format!("final snapshot failed: {e}")),
+        match &self.status.load().last_error {
+            Some(e) if self.applied > self.durable => Err(SnapshotError::Final(Arc::clone(e))),
             _ => {
                 tracing::info!(seq = self.durable, "final snapshot is durable");
                 Ok(())
@@ -92,31 +99,19 @@ impl Worker {
         }
     }
 
-    fn absorb(&mut self, msg: SnapMsg) {
+    fn absorb(&mut self, msg: Msg) {
         match msg {
-            SnapMsg::Batch { seq, ops, waiters } => {
-                for op in ops {
-                    op.apply_owned(&mut self.replica);
+            Msg::Published(batch) => {
+                for op in batch.ops.iter() {
+                    op.apply_to(&mut self.replica);
                 }
-                self.applied = self.applied.max(seq);
+                self.applied = self.applied.max(batch.seq);
+                self.urgent |= batch.urgent;
                 if self.applied > self.durable && self.deadline.is_none() {
                     self.deadline = Some(Instant::now() + self.interval);
                 }
-                for w in waiters {
-                    if w.written.seq <= self.durable {
-                        let _ = w.reply.send(Ok(w.written));
-                    } else {
-                        self.waiters.push(w);
-                    }
-                }
             }
-            SnapMsg::Flush { reply } => {
-                if self.applied <= self.durable {
-                    let _ = reply.send(Ok(self.metrics.snapshot_status()));
-                } else {
-                    self.flushes.push(reply);
-                }
-            }
+            Msg::Checkpoint(seq) => self.wanted = self.wanted.max(seq),
         }
     }
 
@@ -125,8 +120,7 @@ impl Worker {
         if self.applied <= self.durable {
             return None;
         }
-        let urgent = !self.waiters.is_empty() || !self.flushes.is_empty();
-        let due = if urgent {
+        let due = if self.urgent || self.wanted > self.durable {
             Instant::now()
         } else {
             self.deadline.unwrap_or_else(Instant::now)
@@ -139,13 +133,16 @@ impl Worker {
 
     /// Writes the replica into the older slot, then publishes the outcome.
     fn attempt(&mut self) {
+        if PANIC_AT_NEXT_ATTEMPT.swap(false, Ordering::Relaxed) {
+            panic!("injected fault: TWINKV_TEST_FAULT=snapshot-panic");
+        }
         let started = Instant::now();
         let written_at = now_rfc3339();
         let idx = self.next;
         let seq = self.applied;
         let result = self.write_slot(idx, seq, &written_at);
         let elapsed = started.elapsed();
-        let prev = self.metrics.snapshot_status();
+        let prev = self.status.load_full();
         match result {
             Ok((len, capacity)) => {
                 // Step 5, publish: the image is on disk, so its seq is durable.
@@ -153,7 +150,8 @@ impl Worker {
                 self.next = 1 - idx;
                 self.deadline = None;
                 self.retry_at = None;
-                let status = Arc::new(SnapshotStatus {
+                self.urgent = false;
+                self.status.store(Arc::new(SnapshotStatus {
                     durable_seq: seq,
                     file: Some(self.paths[idx].clone()),
                     bytes: len,
@@ -164,37 +162,33 @@ impl Worker {
                     failures: prev.failures,
                     written: prev.written + 1,
                     last_error: None,
-                });
-                self.metrics.snapshot.store(Arc::clone(&status));
+                }));
+                self.marks.durable(seq);
                 tracing::debug!(
                     seq,
                     bytes = len,
                     ms = elapsed.as_millis() as u64,
                     "snapshot flushed"
                 );
-                for w in self.waiters.drain(..) {
-                    let _ = w.reply.send(Ok(w.written));
-                }
-                for f in self.flushes.drain(..) {
-                    let _ = f.send(Ok(Arc::clone(&status)));
-                }
             }
-            Err(e) => {
+            Err(source) => {
                 self.slots[idx] = None;
                 self.retry_at = Some(Instant::now() + self.interval.max(MIN_RETRY));
-                let reason = format!("writing {}: {e}", self.paths[idx].display());
-                tracing::error!(seq, %reason, "snapshot failed; the previous image is intact");
-                self.metrics.snapshot.store(Arc::new(SnapshotStatus {
+                let error = Arc::new(SnapshotError::Write {
+                    path: self.paths[idx].clone(),
+                    source,
+                });
+                tracing::error!(
+                    seq,
+                    error = %crate::Chain(&*error),
+                    "snapshot failed; the previous image is intact"
+                );
+                self.status.store(Arc::new(SnapshotStatus {
                     failures: prev.failures + 1,
-                    last_error: Some(reason.clone()),
+                    last_error: Some(Arc::clone(&error)),
                     ..(*prev).clone()
                 }));
-                for w in self.waiters.drain(..) {
-                    let _ = w.reply.send(Err(WriteError::NotDurable(reason.clone())));
-                }
-                for f in self.flushes.drain(..) {
-                    let _ = f.send(Err(WriteError::NotDurable(reason.clone())));
-                }
+                self.marks.failed(error);
             }
         }
     }

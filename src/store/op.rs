@@ -30,12 +30,19 @@ pub enum Op {
         /// The key to remove.
         key: Arc<str>,
     },
+    /// Set the map's own seq: appended last in every batch, so a reader sees the data and the
+    /// seq of one publish together (evmap's `set_meta`).
+    Seq {
+        /// The seq after the batch.
+        seq: u64,
+    },
 }
 
 impl Op {
-    /// Applies the op to any ordered map: a left-right copy or the snapshot replica.
+    /// Applies the op to a bare ordered set (the snapshot replica), which keeps no seq.
     pub fn apply_to(&self, map: &mut Entries) {
         match self {
+            Op::Seq { .. } => {}
             // `replace`, not `insert`: entries compare by key, and `insert` keeps the old one.
             Op::Put { entry } => {
                 map.replace(entry.clone());
@@ -49,6 +56,7 @@ impl Op {
     /// Like [`Op::apply_to`], but moves the entry in instead of cloning the `Arc`.
     pub fn apply_owned(self, map: &mut Entries) {
         match self {
+            Op::Seq { .. } => {}
             Op::Put { entry } => {
                 map.replace(entry);
             }
@@ -74,17 +82,19 @@ pub struct Map {
     index: HashTable<Entry>,
     /// Seeded once per process and cloned with the map, so both copies hash alike.
     hasher: RandomState,
+    /// The seq of the last batch applied: travels with the data, so one read sees both.
+    pub seq: u64,
 }
 
 impl Default for Map {
     fn default() -> Self {
-        Map::new(Entries::new())
+        Map::new(Entries::new(), 0)
     }
 }
 
 impl Map {
-    /// Builds the index over `entries`.
-    pub fn new(entries: Entries) -> Map {
+    /// Builds the index over `entries`, the map as of `seq`.
+    pub fn new(entries: Entries, seq: u64) -> Map {
         let hasher = RandomState::default();
         let mut index = HashTable::with_capacity(entries.len());
         for e in &entries {
@@ -96,6 +106,7 @@ impl Map {
             entries,
             index,
             hasher,
+            seq,
         }
     }
 
@@ -110,6 +121,7 @@ impl Map {
             entries,
             index,
             hasher,
+            ..
         } = self;
         let hash = hasher.hash_one(entry.key_bytes());
         match index.entry(
@@ -138,6 +150,7 @@ impl Map {
         match op {
             Op::Put { entry } => self.put(entry.clone()),
             Op::Delete { key } => self.remove(key.as_bytes()),
+            Op::Seq { seq } => self.seq = *seq,
         }
     }
 }
@@ -151,6 +164,7 @@ impl Absorb<Op> for Map {
         match op {
             Op::Put { entry } => self.put(entry),
             Op::Delete { key } => self.remove(key.as_bytes()),
+            Op::Seq { seq } => self.seq = seq,
         }
     }
 
@@ -178,24 +192,33 @@ mod tests {
     #[test]
     fn both_copies_agree_after_absorbing() {
         let (mut w, r) = left_right::new_from_empty::<Map, Op>(Map::default());
-        w.append(put("a", 1)).append(put("b", 2)).publish();
+        w.append(put("a", 1))
+            .append(put("b", 2))
+            .append(Op::Seq { seq: 2 })
+            .publish();
         w.append(Op::Delete {
             key: Arc::from("a"),
         })
         .append(put("c", 3))
         .append(put("b", 4))
+        .append(Op::Seq { seq: 4 })
         .publish();
         // A second publish makes the writer replay the log onto the other copy.
         w.publish();
+        assert_eq!(r.enter().expect("writer alive").seq, 4);
         let read = versions(&r.enter().expect("writer alive").entries);
         assert_eq!(read, vec![("b".into(), 4), ("c".into(), 3)]);
         let writer_view = versions(&w.enter().expect("writer alive").entries);
         assert_eq!(writer_view, read);
+        assert_eq!(w.enter().expect("writer alive").seq, 4);
     }
 
     #[test]
     fn the_index_follows_the_ordered_set() {
-        let mut m = Map::new([Entry::new("a", 1, b"1"), Entry::new("b", 2, b"2")].into());
+        let mut m = Map::new(
+            [Entry::new("a", 1, b"1"), Entry::new("b", 2, b"2")].into(),
+            2,
+        );
         assert_eq!(m.get(b"a").map(Entry::version), Some(1));
         m.apply(&put("a", 5));
         m.apply(&put("c", 6));

@@ -38,6 +38,26 @@ pub struct Page {
     pub items: Vec<Entry>,
     /// Whether more keys match after the last one.
     pub more: bool,
+    /// The seq of the state the page was read from: a watch from here misses nothing.
+    pub seq: u64,
+}
+
+/// One key read, with the seq of the state it was read from.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    /// The key's entry, if present.
+    pub entry: Option<Entry>,
+    /// The seq of the published state read.
+    pub seq: u64,
+}
+
+/// The size of the published map.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// The seq of the last publish.
+    pub seq: u64,
+    /// Keys in the map.
+    pub keys: u64,
 }
 
 impl Page {
@@ -57,6 +77,25 @@ impl Reader {
         self.0.enter()?.get(key.as_bytes()).cloned()
     }
 
+    /// The current entry of `key` and the seq of the state it came from, in one enter.
+    pub fn lookup(&self, key: &str) -> Lookup {
+        match self.0.enter() {
+            Some(map) => Lookup {
+                entry: map.get(key.as_bytes()).cloned(),
+                seq: map.seq,
+            },
+            None => Lookup::default(),
+        }
+    }
+
+    /// The seq and key count of the published map, from one publish.
+    pub fn stats(&self) -> Stats {
+        self.0.enter().map_or(Stats::default(), |m| Stats {
+            seq: m.seq,
+            keys: m.entries.len() as u64,
+        })
+    }
+
     /// Entries whose key starts with `prefix`, strictly after `after`, at most `limit`.
     ///
     /// A range scan over the ordered map: cost is the page, not the map.
@@ -74,7 +113,11 @@ impl Reader {
             .take_while(|e| e.key_bytes().starts_with(prefix.as_bytes()));
         let items: Vec<Entry> = iter.by_ref().take(limit).cloned().collect();
         let more = iter.next().is_some();
-        Page { items, more }
+        Page {
+            items,
+            more,
+            seq: map.seq,
+        }
     }
 
     /// Number of keys in the published copy.

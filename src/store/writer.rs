@@ -2,22 +2,19 @@
 //!
 //! It is the only owner of the left-right `WriteHandle`, so checks like `If-Match` and the
 //! assignment of `seq` need no lock: they run in the order commands leave the channel. One
-//! `publish` serves every command drained together (group commit), and in `sync` mode the
-//! replies travel on to the snapshot thread, which answers once an image holding them is flushed.
+//! `publish` serves every command drained together (group commit). After the publish the
+//! batch goes to every [`Sink`] downstream; the writer never waits for any of them.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use left_right::WriteHandle;
-use tokio::sync::oneshot;
 
 use super::op::{Map, Op};
+use super::seam::{Faults, Published, Sink};
 use super::value::{Entry, PendingValue};
-use super::{Command, Durability, WriteError, Written};
-use crate::metrics::Metrics;
-use crate::snapshot::{SnapMsg, Waiter};
+use super::{Command, Reply, WriteError, Written};
 
 /// Most commands one publish serves. Bounds the reply latency of the first command in a batch.
 const MAX_BATCH: usize = 4096;
@@ -28,27 +25,14 @@ pub(super) struct Writer {
     pub(super) handle: WriteHandle<Map, Op>,
     /// Where commands arrive, from HTTP workers (or benches and tests).
     pub(super) commands: Receiver<Command>,
-    /// Where published ops go, in order, to the snapshot replica; `None` runs without snapshots.
-    pub(super) snapshots: Option<Sender<SnapMsg>>,
+    /// Told every published batch, in order (the snapshot thread, later the log and watches).
+    pub(super) sinks: Vec<Box<dyn Sink>>,
     /// The last `seq` assigned; the next write gets `seq + 1`.
     pub(super) seq: u64,
-    /// Number of keys after the last publish (kept here so counting costs no scan).
-    pub(super) keys: u64,
-    /// Whether replies wait for a flushed snapshot.
-    pub(super) durability: Durability,
-    /// Shared figures: the writer publishes `seq` and the key count here.
-    pub(super) metrics: Arc<Metrics>,
-}
-
-/// A reply decided while processing a batch, sent once the batch is published.
-enum Outcome {
-    /// Answer now (errors, no-op batches, and every success in `async`).
-    Now(
-        oneshot::Sender<Result<Written, WriteError>>,
-        Result<Written, WriteError>,
-    ),
-    /// Answer when an image holding `written.seq` is durable.
-    Durable(Waiter),
+    /// Whether published batches are marked urgent (`sync`: a writer waits for each).
+    pub(super) urgent: bool,
+    /// Background threads that died: once one has, writes are refused, not applied.
+    pub(super) faults: Faults,
 }
 
 impl Writer {
@@ -63,24 +47,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let stop = self.process(&mut batch);
-            if stop {
+            if self.process(&mut batch) {
                 break;
             }
         }
-        // Dropping `self.snapshots` here tells the snapshot thread to write its final image.
+        // Dropping the sinks here tells each downstream thread to finish.
         tracing::debug!(seq = self.seq, "writer stopped");
     }
 
     /// Applies one drained batch. Returns whether a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Command>) -> bool {
+        if let Some(reason) = self.faults.get() {
+            return refuse(batch, &reason);
+        }
         let mut stop = false;
         // State of keys changed earlier in this batch: the published copy does not show them yet.
         let mut overlay: HashMap<Arc<str>, Option<Entry>> = HashMap::new();
         let mut ops: Vec<Op> = Vec::new();
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
-        let mut flushes = Vec::new();
-        let start_seq = self.seq;
+        let mut replies: Vec<(Reply, Result<Written, WriteError>)> =
+            Vec::with_capacity(batch.len());
+        let mut checkpoints = Vec::new();
 
         for cmd in batch.drain(..) {
             match cmd {
@@ -92,32 +78,28 @@ impl Writer {
                 } => {
                     let current = self.current(&overlay, &key);
                     if let Err(e) = cond.check(current.as_ref()) {
-                        outcomes.push(Outcome::Now(reply, Err(e)));
+                        replies.push((reply, Err(e)));
                         continue;
                     }
                     self.seq += 1;
-                    let created = current.is_none();
-                    if created {
-                        self.keys += 1;
-                    }
                     self.put(&mut overlay, &mut ops, key, value);
-                    outcomes.push(self.success(reply, self.seq, created));
+                    let created = current.is_none();
+                    replies.push((reply, Ok(self.written(created))));
                 }
                 Command::Delete { key, cond, reply } => {
                     let current = self.current(&overlay, &key);
                     if let Err(e) = cond.check(current.as_ref()) {
-                        outcomes.push(Outcome::Now(reply, Err(e)));
+                        replies.push((reply, Err(e)));
                         continue;
                     }
                     if current.is_none() {
-                        outcomes.push(Outcome::Now(reply, Err(WriteError::NotFound)));
+                        replies.push((reply, Err(WriteError::NotFound)));
                         continue;
                     }
                     self.seq += 1;
-                    self.keys -= 1;
                     overlay.insert(Arc::clone(&key), None);
                     ops.push(Op::Delete { key });
-                    outcomes.push(self.success(reply, self.seq, false));
+                    replies.push((reply, Ok(self.written(false))));
                 }
                 Command::Batch {
                     puts,
@@ -126,82 +108,53 @@ impl Writer {
                 } => {
                     let changes = !puts.is_empty()
                         || deletes.iter().any(|k| self.current(&overlay, k).is_some());
-                    if !changes {
-                        // Nothing would change: no seq is spent, the current one is returned.
-                        let seq = self.seq;
-                        outcomes.push(self.no_op(reply, seq));
-                        continue;
-                    }
-                    self.seq += 1;
-                    for key in deletes {
-                        if self.current(&overlay, &key).is_some() {
-                            self.keys -= 1;
-                            overlay.insert(Arc::clone(&key), None);
-                            ops.push(Op::Delete { key });
+                    if changes {
+                        self.seq += 1;
+                        for key in deletes {
+                            if self.current(&overlay, &key).is_some() {
+                                overlay.insert(Arc::clone(&key), None);
+                                ops.push(Op::Delete { key });
+                            }
+                        }
+                        for (key, value) in puts {
+                            self.put(&mut overlay, &mut ops, key, value);
                         }
                     }
-                    for (key, value) in puts {
-                        if self.current(&overlay, &key).is_none() {
-                            self.keys += 1;
-                        }
-                        self.put(&mut overlay, &mut ops, key, value);
-                    }
-                    outcomes.push(self.success(reply, self.seq, false));
+                    // A batch that changes nothing spends no seq and returns the current one;
+                    // in `sync` its caller still waits until that seq is durable.
+                    replies.push((reply, Ok(self.written(false))));
                 }
-                Command::Snapshot { reply } => flushes.push(reply),
+                Command::Checkpoint { reply } => checkpoints.push(reply),
                 Command::Shutdown => stop = true,
             }
         }
 
         if !ops.is_empty() {
+            ops.push(Op::Seq { seq: self.seq });
             for op in &ops {
                 self.handle.append(op.clone());
             }
             self.handle.publish();
-        }
-        // Readers see the batch from here on; the figures follow.
-        self.metrics.seq.store(self.seq, Ordering::Release);
-        self.metrics.keys.store(self.keys, Ordering::Release);
-
-        let mut waiters = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Now(reply, result) => {
-                    // The requester may have gone away; nothing to do then.
-                    let _ = reply.send(result);
-                }
-                Outcome::Durable(w) => waiters.push(w),
+            // Readers see the batch from here on; downstream hears of it next.
+            let published = Published {
+                seq: self.seq,
+                ops: ops.into(),
+                urgent: self.urgent,
+            };
+            for sink in &mut self.sinks {
+                sink.published(&published);
             }
         }
-        match &self.snapshots {
-            Some(tx) => {
-                if self.seq != start_seq || !waiters.is_empty() {
-                    let msg = SnapMsg::Batch {
-                        seq: self.seq,
-                        ops,
-                        waiters,
-                    };
-                    if let Err(e) = tx.send(msg) {
-                        fail_waiters(e.0);
-                    }
-                }
-                for reply in flushes {
-                    if let Err(e) = tx.send(SnapMsg::Flush { reply }) {
-                        if let SnapMsg::Flush { reply } = e.0 {
-                            let _ = reply.send(Err(WriteError::NotDurable(
-                                "the snapshot thread has stopped".into(),
-                            )));
-                        }
-                    }
-                }
+        for (reply, result) in replies {
+            // The requester may have gone away; nothing to do then.
+            let _ = reply.send(result);
+        }
+        if !checkpoints.is_empty() {
+            for sink in &mut self.sinks {
+                sink.checkpoint(self.seq);
             }
-            None => {
-                for w in waiters {
-                    let _ = w.reply.send(Ok(w.written));
-                }
-                for reply in flushes {
-                    let _ = reply.send(Err(WriteError::NotDurable("snapshots are off".into())));
-                }
+            for reply in checkpoints {
+                let _ = reply.send(Ok(self.seq));
             }
         }
         stop
@@ -227,32 +180,31 @@ impl Writer {
         ops.push(Op::Put { entry });
     }
 
-    fn success(
-        &self,
-        reply: oneshot::Sender<Result<Written, WriteError>>,
-        seq: u64,
-        created: bool,
-    ) -> Outcome {
-        let written = Written { seq, created };
-        match self.durability {
-            Durability::Async => Outcome::Now(reply, Ok(written)),
-            Durability::Sync => Outcome::Durable(Waiter { reply, written }),
+    fn written(&self, created: bool) -> Written {
+        Written {
+            seq: self.seq,
+            created,
         }
-    }
-
-    /// A batch that changes nothing: in `sync` it still waits until the current seq is durable.
-    fn no_op(&self, reply: oneshot::Sender<Result<Written, WriteError>>, seq: u64) -> Outcome {
-        self.success(reply, seq, false)
     }
 }
 
-/// Answers every waiter of a batch the snapshot thread can no longer take.
-fn fail_waiters(msg: SnapMsg) {
-    if let SnapMsg::Batch { waiters, .. } = msg {
-        for w in waiters {
-            let _ = w.reply.send(Err(WriteError::NotDurable(
-                "the snapshot thread has stopped".into(),
-            )));
+/// Answers every command of a batch with the fault that stopped the server's writes; applies
+/// nothing. Returns whether a shutdown was requested.
+fn refuse(batch: &mut Vec<Command>, reason: &Arc<String>) -> bool {
+    let mut stop = false;
+    let err = || WriteError::Halted(Arc::clone(reason));
+    for cmd in batch.drain(..) {
+        match cmd {
+            Command::Put { reply, .. }
+            | Command::Delete { reply, .. }
+            | Command::Batch { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Command::Checkpoint { reply } => {
+                let _ = reply.send(Err(err()));
+            }
+            Command::Shutdown => stop = true,
         }
     }
+    stop
 }

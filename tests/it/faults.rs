@@ -67,7 +67,10 @@ fn a_failing_snapshot_degrades_health_keeps_the_good_image_and_recovers() {
     assert_eq!(s.batch(&big_batch("big/", 400)).status, 200);
     let r = s.request("POST", "/snapshot", &[], None);
     let msg = r.assert_error(503);
-    assert!(msg.contains("not durable"), "{msg}");
+    // The snapshot failed; no write is said to be lost (issue 13: it used to say "write
+    // applied but not durable").
+    assert!(msg.contains("the snapshot failed"), "{msg}");
+    assert!(!msg.contains("not durable"), "{msg}");
     let health = s.get("/health");
     assert_eq!(health.status, 503);
     assert_eq!(health.json()["status"], "degraded");

@@ -85,13 +85,8 @@ fn check(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(&got, &model.map);
-    prop_assert_eq!(
-        engine
-            .metrics
-            .seq
-            .load(std::sync::atomic::Ordering::Acquire),
-        model.seq
-    );
+    prop_assert_eq!(reader.stats().seq, model.seq);
+    prop_assert_eq!(page.seq, model.seq);
     Ok(())
 }
 
@@ -214,7 +209,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got.seq, model.seq);
             }
             Step::Snapshot => {
-                let status = rt.block_on(h.snapshot()).expect("snapshot succeeds");
+                let status = rt.block_on(engine.checkpoint()).expect("snapshot succeeds");
                 prop_assert_eq!(status.durable_seq, model.seq);
             }
             Step::Restart => {

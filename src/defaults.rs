@@ -1,0 +1,25 @@
+//! Every default of the command line, once: `cli` shows them in `--help`, `config` and the
+//! library fall back to them. A leaf module, so both can use it without importing each other.
+
+/// `--addr`.
+pub const ADDR: &str = "127.0.0.1:8080";
+/// `--data-dir`.
+pub const DATA_DIR: &str = "./data";
+/// `--durability`.
+pub const DURABILITY: &str = "async";
+/// `--snapshot-interval-ms`: in `async`, the longest a write waits before a snapshot holding it
+/// starts.
+pub const SNAPSHOT_INTERVAL_MS: u64 = 100;
+/// `--max-key-bytes`.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The largest `--max-key-bytes` accepted: keys are stored with a 32-bit length, and no URL a
+/// client sends is longer in practice.
+pub const MAX_KEY_BYTES_LIMIT: usize = 65_536;
+/// `--max-value-bytes`.
+pub const MAX_VALUE_BYTES: usize = 1_048_576;
+/// `--max-batch-bytes`.
+pub const MAX_BATCH_BYTES: usize = 16_777_216;
+/// Largest page `GET /kv` returns.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;

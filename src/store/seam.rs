@@ -1,0 +1,259 @@
+//! The persistence seam: what the store hands downstream and what it learns back.
+//!
+//! The store names no snapshot, log or watch type. After each publish the writer gives every
+//! attached [`Sink`] a [`Published`] batch; whatever makes the map durable reports how far it
+//! got through a [`MarkSender`], and callers that must wait (a `sync` write, `POST /snapshot`)
+//! wait on the matching [`MarkWatch`] for their own seq. A background thread that dies is
+//! recorded in [`Faults`], which the writer checks before it applies anything.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use super::op::Op;
+
+/// An error many waiters share: the same failure answers every write that waited on it.
+pub type SharedError = Arc<dyn Error + Send + Sync>;
+
+/// One published batch, as the writer hands it downstream (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The seq after the batch: every write in it is at or below this seq.
+    pub seq: u64,
+    /// Its ops, in the order they were applied.
+    pub ops: Arc<[Op]>,
+    /// Whether someone waits for this batch to become durable (a `sync` write): do it now,
+    /// not at the next scheduled time.
+    pub urgent: bool,
+}
+
+/// Something downstream of the writer: it is told each published batch, in order.
+///
+/// Called on the writer thread, so an implementation only hands the batch on (a channel
+/// send); it never blocks or does I/O.
+pub trait Sink: Send + fmt::Debug + 'static {
+    /// One batch the readers can now see.
+    fn published(&mut self, batch: &Published);
+    /// Make everything up to `seq` durable soon (`POST /snapshot`).
+    fn checkpoint(&mut self, seq: u64);
+}
+
+/// How far downstream has made the map durable, and its last failure.
+#[derive(Debug, Clone, Default)]
+pub struct Mark {
+    /// Every write at or below this seq is durable.
+    pub seq: u64,
+    /// Attempts finished so far, failed or not; lets a waiter ignore failures older than it.
+    pub attempts: u64,
+    /// The newest failed attempt, if it failed after the last success.
+    pub failure: Option<Failure>,
+}
+
+/// A failed attempt to make writes durable.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The number of the attempt (see [`Mark::attempts`]).
+    pub attempt: u64,
+    /// Why it failed.
+    pub error: SharedError,
+}
+
+/// The reporting end, owned by whatever makes writes durable.
+#[derive(Debug)]
+pub struct MarkSender(watch::Sender<Mark>);
+
+impl MarkSender {
+    /// Every write up to `seq` is now durable.
+    pub fn durable(&self, seq: u64) {
+        self.0.send_modify(|m| {
+            m.seq = m.seq.max(seq);
+            m.attempts += 1;
+            m.failure = None;
+        });
+    }
+
+    /// An attempt failed: writes waiting on it get `error`.
+    pub fn failed(&self, error: SharedError) {
+        self.0.send_modify(|m| {
+            m.attempts += 1;
+            m.failure = Some(Failure {
+                attempt: m.attempts,
+                error,
+            });
+        });
+    }
+
+    /// The last report.
+    pub fn current(&self) -> Mark {
+        self.0.borrow().clone()
+    }
+}
+
+/// The waiting end: cheap to clone, one per caller that needs it.
+#[derive(Debug, Clone)]
+pub struct MarkWatch(watch::Receiver<Mark>);
+
+/// Why a wait for durability ended without it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotDurable {
+    /// The attempt that should have covered the seq failed.
+    #[error("the write is applied but not durable")]
+    Failed(#[source] SharedError),
+    /// Whatever reports durability has stopped (shut down or died).
+    #[error("the thread that makes writes durable has stopped")]
+    Stopped,
+}
+
+impl MarkWatch {
+    /// Starts a wait: failures of attempts that finish after this call count against it,
+    /// older ones do not. Take it before sending the write, so an attempt that covers the
+    /// write and fails is never missed.
+    pub fn waiter(&self) -> Waiter {
+        let rx = self.0.clone();
+        let since = rx.borrow().attempts;
+        Waiter { rx, since }
+    }
+
+    /// The last report.
+    pub fn current(&self) -> Mark {
+        self.0.borrow().clone()
+    }
+}
+
+/// A wait for durability, begun by [`MarkWatch::waiter`].
+#[derive(Debug)]
+pub struct Waiter {
+    rx: watch::Receiver<Mark>,
+    since: u64,
+}
+
+impl Waiter {
+    /// Waits until every write up to `seq` is durable, or a later attempt fails, or the
+    /// reporter stops.
+    pub async fn wait(mut self, seq: u64) -> Result<(), NotDurable> {
+        let since = self.since;
+        let mark = self
+            .rx
+            .wait_for(|m| m.seq >= seq || m.failure.as_ref().is_some_and(|f| f.attempt > since))
+            .await
+            .map_err(|_| NotDurable::Stopped)?;
+        if mark.seq >= seq {
+            return Ok(());
+        }
+        match &mark.failure {
+            Some(f) => Err(NotDurable::Failed(Arc::clone(&f.error))),
+            None => Err(NotDurable::Stopped),
+        }
+    }
+}
+
+/// A durability channel starting at `seq` (what recovery found durable).
+pub fn marks(seq: u64) -> (MarkSender, MarkWatch) {
+    let (tx, rx) = watch::channel(Mark {
+        seq,
+        ..Mark::default()
+    });
+    (MarkSender(tx), MarkWatch(rx))
+}
+
+/// Background threads that died: once one has, no write is accepted and `/health` says why.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<ArcSwapOption<String>>);
+
+impl Faults {
+    /// The first death recorded, if any.
+    pub fn get(&self) -> Option<Arc<String>> {
+        self.0.load_full()
+    }
+
+    /// Records a death; the first one recorded is kept.
+    pub fn record(&self, reason: String) {
+        let _ = self
+            .0
+            .compare_and_swap(&None::<Arc<String>>, Some(Arc::new(reason)));
+    }
+
+    /// Runs `body` on a new thread named `name`; a panic in it is recorded here instead of
+    /// passing silently, so the server stops accepting writes it could not make durable.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        name: &str,
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<Option<T>>> {
+        let faults = self.clone();
+        let label = name.to_string();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(
+                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                    Ok(v) => Some(v),
+                    Err(payload) => {
+                        let what = payload
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
+                        faults.record(format!("the {label} thread died: {what}"));
+                        None
+                    }
+                },
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_wait_ends_on_durability_on_a_later_failure_or_when_the_reporter_stops() {
+        let (tx, rx) = marks(3);
+        assert!(block_on(rx.waiter().wait(3)).is_ok(), "already durable");
+        let err = std::io::Error::other("disk full");
+        // A failure from before the wait began does not fail it.
+        tx.failed(Arc::new(err));
+        let waiter = rx.waiter();
+        let t = std::thread::spawn(move || block_on(waiter.wait(5)));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tx.durable(5);
+        assert!(t.join().unwrap().is_ok());
+        let waiter = rx.waiter();
+        let t = std::thread::spawn(move || block_on(waiter.wait(9)));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(tx);
+        assert!(matches!(t.join().unwrap(), Err(NotDurable::Stopped)));
+    }
+
+    #[test]
+    fn a_failure_after_the_wait_began_answers_it() {
+        let (tx, rx) = marks(0);
+        let fut = rx.waiter().wait(1);
+        tx.failed(Arc::new(std::io::Error::other("no space")));
+        match block_on(fut) {
+            Err(NotDurable::Failed(e)) => assert_eq!(e.to_string(), "no space"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_panicking_thread_is_recorded_once() {
+        let faults = Faults::default();
+        let j = faults.spawn("test", || panic!("boom")).unwrap();
+        assert!(j.join().unwrap().is_none());
+        faults.record("later".into());
+        assert_eq!(
+            faults.get().as_deref().map(String::as_str),
+            Some("the test thread died: boom")
+        );
+    }
+}
