@@ -49,6 +49,7 @@ pub async fn metrics(req: HttpRequest) -> HttpResponse {
         seq: stats.seq,
         durable_seq: snap.durable_seq,
         snapshot_bytes: snap.bytes,
+        snapshot_capacity_bytes: snap.capacity,
         snapshot_duration_seconds: snap.last_duration.as_secs_f64(),
         snapshot_failures_total: snap.failures,
         snapshots_total: snap.written,

@@ -1556,13 +1556,13 @@ fn metrics_export_keys_seq_and_request_counts() {
     let s = start(&[]);
     let r = s.get("/metrics");
     assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .is_some_and(|t| t.starts_with("text/plain")),
-        "{:?}",
-        r.header("content-type")
+    // The Prometheus text format 0.0.4, which every Prometheus server reads.
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
     );
     let text = r.text();
+    assert!(!text.contains("# EOF"), "not OpenMetrics:\n{text}");
     for name in [
         "twinkv_keys",
         "twinkv_seq",
@@ -1571,6 +1571,11 @@ fn metrics_export_keys_seq_and_request_counts() {
         "twinkv_snapshot_duration_seconds",
         "twinkv_snapshot_failures_total",
         "twinkv_http_requests_total",
+        "twinkv_log_bytes",
+        "twinkv_log_fsyncs_total",
+        "twinkv_log_fsync_duration_seconds",
+        "twinkv_http_request_duration_seconds",
+        "twinkv_watchers",
     ] {
         assert!(
             text.lines()
@@ -1611,6 +1616,17 @@ fn metrics_export_keys_seq_and_request_counts() {
         Some(1.0)
     );
     assert_eq!(metric(&s, get_404), Some(2.0));
+    // Every counted request was timed too: the three PUTs, under their method.
+    let put_timed = r#"twinkv_http_request_duration_seconds_count{method="PUT"}"#;
+    assert_eq!(metric(&s, put_timed), Some(3.0));
+    let put_fast = r#"twinkv_http_request_duration_seconds_bucket{method="PUT",le="10"}"#;
+    assert_eq!(
+        metric(&s, put_fast),
+        Some(3.0),
+        "a local PUT takes under 10 s"
+    );
+    let put_sum = r#"twinkv_http_request_duration_seconds_sum{method="PUT"}"#;
+    assert!(metric(&s, put_sum).is_some_and(|t| t > 0.0 && t < 30.0));
 
     assert_eq!(s.delete("a").status, 204);
     assert_eq!(metric(&s, "twinkv_keys"), Some(1.0));
