@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use twinkv::snapshot::format::{decode, encode};
+use twinkv::snapshot::format::{decode, encode, Position};
 use twinkv::snapshot::slot::Slot;
 use twinkv::store::{Downstream, Entries, Initial};
 use twinkv::{Durability, Store};
@@ -82,7 +82,7 @@ fn timed(tally: &Tally, id: &str, iters: u64, mut step: impl FnMut(u64) -> Durat
 
 /// Writes the image of `entries` into the slot at `path` as the snapshot thread does.
 fn write_slot(slot: &mut Slot, seq: u64, entries: &Entries) -> u64 {
-    slot.write_image(|w| encode(w, seq, AT, entries))
+    slot.write_image(|w| encode(w, Position { seq, log_index: 0 }, AT, entries))
         .expect("write the image into the slot")
 }
 
@@ -92,7 +92,7 @@ fn bench_size(c: &mut Criterion, n: usize, dir: &Path, tally: &Tally) -> (u64, u
     let img = decode(&source).expect("a valid image");
     let (entries, seq) = (img.entries, img.seq);
     let mut encoded = Vec::new();
-    let len = encode(&mut encoded, seq, AT, &entries).expect("encode into memory");
+    let len = encode(&mut encoded, Position { seq, log_index: 0 }, AT, &entries).expect("encode into memory");
     if encoded != source {
         // Still a fair bench (every step below uses what `encode` writes), but worth knowing.
         eprintln!("note: the store encodes {n} keys differently from benches/support/data.rs");
@@ -125,7 +125,7 @@ fn bench_size(c: &mut Criterion, n: usize, dir: &Path, tally: &Tally) -> (u64, u
             timed(tally, &id, iters, |_| {
                 buf.clear();
                 let t = Instant::now();
-                black_box(encode(&mut buf, seq, AT, &entries).expect("encode"));
+                black_box(encode(&mut buf, Position { seq, log_index: 0 }, AT, &entries).expect("encode"));
                 t.elapsed()
             })
         })

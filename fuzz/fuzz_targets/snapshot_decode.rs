@@ -20,7 +20,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use twinkv::fuzzing::decode_snapshot;
-use twinkv::snapshot::format::{claimed_header, encode, is_blank, peek, Image};
+use twinkv::snapshot::format::{claimed_header, encode, is_blank, peek, Image, Position};
 
 /// What precedes the eight hex digits of the checksum (as in `snapshot/format.rs`).
 const CHECKSUM_PREFIX: &[u8] = b",\"checksum\":\"crc32c:";
@@ -39,7 +39,7 @@ fn reseal(data: &[u8]) -> Vec<u8> {
 
 fn encoded(image: &Image) -> Vec<u8> {
     let mut out = Vec::new();
-    let len = encode(&mut out, image.seq, &image.written_at, &image.entries)
+    let len = encode(&mut out, Position { seq: image.seq, log_index: image.log_index }, &image.written_at, &image.entries)
         .expect("encoding into a Vec cannot fail");
     assert_eq!(len as usize, out.len(), "encode reported a wrong length");
     out

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! {"format":"twinkv-snapshot/1","seq":7,"count":2,"written_at":"2026-11-27T21:34:53.123Z",
-//!  "data":{"a":1,"b/c":"text"},"versions":{"a":3,"b/c":7},"checksum":"crc32c:1b2e6f0a"}␠␠␠…
+//!  "data":{"a":1,"b/c":"text"},"versions":{"a":3,"b/c":7},"log_index":5,
+//!  "checksum":"crc32c:1b2e6f0a"}␠␠␠…
 //! ```
 //! (one line in the file; wrapped here.)
 //!
@@ -16,6 +17,8 @@
 //! - `data`: every key mapped to its value, in byte order of the key, values exactly as stored.
 //! - `versions`: the same keys, in the same order, mapped to each key's version (its ETag). A
 //!   parallel object, so `jq '.data["k"]'` prints the value itself.
+//! - `log_index`: the index of the last log record the image holds; recovery replays the log
+//!   from the next one. Absent in images written by 0.1, which had no log: then 0.
 //! - `checksum`: `crc32c:` and eight lower-case hex digits, the CRC-32C of every byte of the
 //!   document before `,"checksum"`. It is the last field, fixed in length, so a reader finds it
 //!   from the end of the document and a torn or altered image never passes as valid.
@@ -80,11 +83,22 @@ pub enum FormatError {
     Inconsistent(String),
 }
 
+/// Where an image stands: the seq it holds and the last log record that brought it there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The seq of the last write the image holds.
+    pub seq: u64,
+    /// The index of the last log record the image holds (0: none).
+    pub log_index: u64,
+}
+
 /// A decoded image: what recovery loads.
 #[derive(Debug)]
 pub struct Image {
     /// The seq the image was taken at.
     pub seq: u64,
+    /// The last log record the image holds.
+    pub log_index: u64,
     /// When it was written (RFC 3339).
     pub written_at: String,
     /// Every entry: key, value and version.
@@ -131,10 +145,11 @@ fn push_key(buf: &mut Vec<u8>, key: &str) {
 /// Values are copied as stored; only keys are escaped. The sink sees a few large writes.
 pub fn encode<W: Write>(
     sink: &mut W,
-    seq: u64,
+    at: Position,
     written_at: &str,
     entries: &Entries,
 ) -> io::Result<u64> {
+    let Position { seq, log_index } = at;
     let mut out = Out {
         sink,
         buf: Vec::with_capacity(CHUNK + 64 * 1024),
@@ -168,6 +183,7 @@ pub fn encode<W: Write>(
         out.maybe_flush()?;
     }
     out.buf.push(b'}');
+    write!(out.buf, ",\"log_index\":{log_index}")?;
     out.flush()?;
     let tail = format!(
         "{}{:08x}\"}}",
@@ -364,8 +380,15 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
         prev = Some(key);
         sorted.push(Entry::new(key, *version, raw.get().as_bytes()));
     }
+    if parsed.log_index > parsed.seq {
+        return inconsistent(format!(
+            "log_index {} is past seq {}: every record spends a seq",
+            parsed.log_index, parsed.seq
+        ));
+    }
     Ok(Image {
         seq: parsed.seq,
+        log_index: parsed.log_index,
         written_at: parsed.written_at.0.into_owned(),
         entries: sorted.into_iter().collect(),
         len: doc.len(),
@@ -380,6 +403,7 @@ struct Doc<'a> {
     written_at: Key<'a>,
     data: Pairs<'a, &'a RawValue>,
     versions: Pairs<'a, u64>,
+    log_index: u64,
 }
 
 /// Parses a [`Doc`], sizing the two big vectors from `count` once it has been read (capped by
@@ -407,7 +431,7 @@ impl<'de> Visitor<'de> for DocSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let (mut format, mut seq, mut count, mut written_at) = (None, None, None, None);
-        let (mut data, mut versions) = (None, None);
+        let (mut data, mut versions, mut log_index) = (None, None, None);
         while let Some(field) = map.next_key::<Key<'de>>()? {
             let cap = count.map_or(0, |c: u64| (c as usize).min(self.len / 6));
             // A repeated field is refused, as a derived parser would: keeping either copy
@@ -443,6 +467,10 @@ impl<'de> Visitor<'de> for DocSeed {
                     once(&versions, "versions")?;
                     versions = Some(map.next_value_seed(PairsSeed::new(cap))?);
                 }
+                "log_index" => {
+                    once(&log_index, "log_index")?;
+                    log_index = Some(map.next_value()?);
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -455,6 +483,7 @@ impl<'de> Visitor<'de> for DocSeed {
             written_at: written_at.ok_or_else(|| de::Error::missing_field("written_at"))?,
             data: data.ok_or_else(|| de::Error::missing_field("data"))?,
             versions: versions.ok_or_else(|| de::Error::missing_field("versions"))?,
+            log_index: log_index.unwrap_or(0),
         })
     }
 }
@@ -550,7 +579,7 @@ mod tests {
 
     fn image(e: &Entries, seq: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        let len = encode(&mut out, seq, AT, e).unwrap();
+        let len = encode(&mut out, Position { seq, log_index: 0 }, AT, e).unwrap();
         assert_eq!(len as usize, out.len());
         out
     }
