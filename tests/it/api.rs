@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::util::{encode, temp_dir, Resp, Server};
+use crate::util::{agent, encode, temp_dir, Resp, Server};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -256,10 +256,7 @@ fn encode_all(s: &str) -> String {
 
 /// A GET on a new agent, hence a new connection (and maybe another worker).
 fn fresh_get(s: &Server, path: &str) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    match agent.get(&s.url(path)).call() {
+    match agent().get(&s.url(path)).call() {
         Ok(r) => (r.status(), r.into_string().expect("body")),
         Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
         Err(e) => panic!("GET {path}: {e}"),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{command, signal, temp_dir, Server};
+use crate::util::{agent, command, signal, temp_dir, Server};
 
 /// Every `serve` flag of the contract.
 const SERVE_FLAGS: [&str; 10] = [
@@ -144,10 +144,7 @@ type Request<'a> = (&'a str, &'a str, Pairs<'a>, Option<&'a [u8]>);
 
 /// Status and body of a request to a [`Spawned`] server.
 fn call(base: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    let req = agent.request(method, &format!("{base}{path}"));
+    let req = agent().request(method, &format!("{base}{path}"));
     let result = match body {
         Some(b) => req.send_bytes(b),
         None => req.call(),

@@ -16,6 +16,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_twinkv");
 /// How long a server may take to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long one request through [`agent`] may take before the test calls it a hang (a bound, not
+/// a measurement).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A new HTTP client, with its own connection pool. Every `ureq` agent in these tests comes from
+/// here, so each has the same hang guard.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(HTTP_TIMEOUT).build()
+}
+
 /// A response, whatever its status.
 #[derive(Debug)]
 pub struct Resp {
@@ -155,16 +165,13 @@ impl Server {
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(base) => {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(60))
-                        .build();
                     return Ok(Server {
                         child: Some(child),
                         base,
                         dir: dir.to_path_buf(),
                         stdout,
                         stderr,
-                        agent,
+                        agent: agent(),
                         token: None,
                     });
                 }
