@@ -6,21 +6,18 @@
 //! Each test starts its own server on a fresh data dir, so figures such as `seq` are exact.
 //! Every rejected write is followed by a check that the stored state (seq, keys, values and
 //! versions) did not change. Requests whose exact bytes matter (bad percent-encoding, malformed
-//! HTTP, chunked bodies) go through [`raw`], a bare TCP client, because a URL library would
+//! HTTP, chunked bodies) go through [`Server::raw`], the bare TCP client of `util`, because a URL library would
 //! normalise them before they reach the server. Table-driven tests collect every violation
 //! before failing, so one run reports them all.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::util::{agent, encode, temp_dir, Resp, Server};
+use crate::util::{agent, encode, temp_dir, Outcome, Resp, Server};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -145,87 +142,8 @@ fn assert_none(violations: &[String]) {
     );
 }
 
-/// Sends `request` byte for byte on a new connection and reads the answer until the server
-/// closes it. Only for requests a URL library would rewrite.
-fn raw(s: &Server, request: &[u8]) -> Resp {
-    try_raw(s, request).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn try_raw(s: &Server, request: &[u8]) -> Result<Resp, String> {
-    let addr = s.base.strip_prefix("http://").expect("http:// base");
-    let mut stream = TcpStream::connect(addr).expect("connect to loopback");
-    // Not a timing assertion: a bound so a server that never answers fails the test, not hangs it.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("set timeout");
-    // The server may answer and close before reading everything; its answer is still readable.
-    let _ = stream.write_all(request);
-    let mut buf = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut buf) {
-        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-            return Err(format!("no answer within 30 s to {:?}", lossy(request)));
-        }
-        // A reset after the answer: keep what arrived.
-    }
-    parse_response(&buf).ok_or_else(|| {
-        format!(
-            "no HTTP response to {:?}; got {:?}",
-            lossy(request),
-            lossy(&buf)
-        )
-    })
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn parse_response(buf: &[u8]) -> Option<Resp> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let rest = &buf[end + 4..];
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        // A HEAD answer declares a length but carries nothing.
-        rest[..len.min(rest.len())].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Some(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    // Each round consumes at least one line, so the input bounds the loop.
-    while !rest.is_empty() {
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-    Some(out)
 }
 
 /// A well-formed request with `Connection: close` and, for a body, its `Content-Length`.
@@ -246,7 +164,7 @@ fn raw_request(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    raw(s, &bytes)
+    s.raw(&bytes)
 }
 
 /// Percent-encodes every byte, so no client or server may read a character as syntax.
@@ -517,10 +435,18 @@ fn head_has_the_headers_of_get_and_no_body() {
         }
     }
     // Read on the wire: a HEAD answer carries no body bytes at all.
-    let r = raw_request(&s, "HEAD", "/kv/t", &[], b"");
+    let mut c = s.connect();
+    c.send(b"HEAD /kv/t HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let r = match c.answer_head() {
+        Outcome::Response(r) => r,
+        other => panic!("HEAD /kv/t: {other:?}"),
+    };
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag"), Some("\"1\""));
-    assert!(r.body.is_empty(), "HEAD sent body bytes: {r:?}");
+    let rest = c
+        .read_to_close()
+        .expect("the server closes a Connection: close exchange");
+    assert!(rest.is_empty(), "HEAD sent body bytes: {r:?} then {rest:?}");
     let h = s.request("HEAD", "/kv/t", &[("If-None-Match", "\"1\"")], None);
     assert_eq!(h.status, 304);
 }
@@ -1371,7 +1297,7 @@ fn a_value_body_over_max_value_bytes_is_413_and_changes_nothing() {
         "PUT /kv/new HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Transfer-Encoding: chunked\r\n\r\n3c\r\n{chunk}\r\n3c\r\n{chunk}\r\n0\r\n\r\n"
     );
-    if let Err(e) = check_error(&raw(&s, request.as_bytes()), 413) {
+    if let Err(e) = check_error(&s.raw(request.as_bytes()), 413) {
         violations.push(format!("chunked PUT of 120 bytes: {e}"));
     }
     // A form whose decoded value is over the limit.
@@ -1403,7 +1329,7 @@ fn a_value_body_over_max_value_bytes_is_413_and_changes_nothing() {
         "PUT /kv/chunked HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Transfer-Encoding: chunked\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n0\r\n\r\n"
     );
-    let r = raw(&s, request.as_bytes());
+    let r = s.raw(request.as_bytes());
     assert_eq!(r.status, 201, "{}", lossy(&r.body));
     assert_eq!(s.get("/kv/chunked").text(), "f".repeat(80));
     let r = form(
@@ -1484,19 +1410,19 @@ fn malformed_http_gets_a_json_4xx_and_the_server_keeps_running() {
     ];
     let mut violations = Vec::new();
     for req in requests {
-        match try_raw(&s, req) {
-            Ok(r) if (400..500).contains(&r.status) => {
+        match s.exchange(req) {
+            Outcome::Response(r) if (400..500).contains(&r.status) => {
                 if let Err(e) = check_error(&r, r.status) {
                     violations.push(format!("{:?}: {e}", lossy(req)));
                 }
             }
-            Ok(r) => violations.push(format!(
+            Outcome::Response(r) => violations.push(format!(
                 "{:?}: status {} (wanted 4xx), body {:?}",
                 lossy(req),
                 r.status,
                 lossy(&r.body)
             )),
-            Err(e) => violations.push(e),
+            other => violations.push(format!("{:?}: {other:?}", lossy(req))),
         }
         // Still serving, nothing changed.
         assert_eq!(s.get("/health").status, 200, "after {:?}", lossy(req));

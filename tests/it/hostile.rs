@@ -25,21 +25,17 @@
 //! Every socket has read and write timeouts, and every loop is bounded, so a misbehaving server
 //! fails a test rather than hanging it. The timeouts are hang guards, not performance claims.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::util::{temp_dir, Resp, Server};
+use crate::util::{show, temp_dir, Conn, Outcome, Resp, Server};
 
 /// The largest value the servers here take, so a small real body is already too large.
 const MAX_VALUE: usize = 1000;
-
-/// How long any one read or write may block before the test calls it a hang.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keys every fixture seeds, so "nothing changed" compares something.
 const SEEDS: [(&str, &str); 3] = [("seed/a", "alpha"), ("seed/b", "beta"), ("seed/c", "gamma")];
@@ -60,17 +56,7 @@ impl Fixture {
         let dir = temp_dir();
         let max = MAX_VALUE.to_string();
         let server = Server::start(dir.path(), &["--max-value-bytes", &max]);
-        let addr: SocketAddr = server
-            .base
-            .strip_prefix("http://")
-            .expect("base starts with http://")
-            .parse()
-            .expect("base is IP:PORT");
-        assert_eq!(
-            addr.ip().to_string(),
-            "127.0.0.1",
-            "tests only talk to 127.0.0.1"
-        );
+        let addr = server.addr();
         for (k, v) in SEEDS {
             assert_eq!(server.put_text(k, v).status, 201);
         }
@@ -86,14 +72,12 @@ impl Fixture {
 
     /// A fresh connection with read and write timeouts.
     fn connect(&self) -> Conn {
-        Conn::open(self.addr, IO_TIMEOUT)
+        self.server.connect()
     }
 
     /// Sends `bytes` on a fresh connection and reads one answer.
     fn exchange(&self, bytes: &[u8]) -> Outcome {
-        let mut c = self.connect();
-        c.send(bytes);
-        c.answer()
+        self.server.exchange(bytes)
     }
 
     /// A normal request on a fresh connection: must be answered with 200.
@@ -140,237 +124,6 @@ impl Fixture {
         match self.exchange(req.as_bytes()) {
             Outcome::Response(r) if r.status == 404 => {}
             other => panic!("after {context}: {key} should be absent, GET gave {other:?}"),
-        }
-    }
-}
-
-/// What came back for one request.
-enum Outcome {
-    /// A whole response.
-    Response(Resp),
-    /// The server closed the connection (read returned 0) before a response began.
-    Closed,
-    /// The connection was reset or broke (an I/O error other than a timeout).
-    Reset(std::io::Error),
-    /// Nothing, or only part of a response, arrived within the read timeout.
-    TimedOut(Vec<u8>),
-    /// Bytes that are not an HTTP/1.x response, or a response cut short.
-    Garbled(Vec<u8>),
-}
-
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Response(r) => {
-                write!(f, "{} {:?} body \"{}\"", r.status, r.headers, show(&r.body))
-            }
-            Outcome::Closed => write!(f, "closed"),
-            Outcome::Reset(e) => write!(f, "reset ({e})"),
-            Outcome::TimedOut(b) => write!(f, "timed out after \"{}\"", show(b)),
-            Outcome::Garbled(b) => write!(f, "garbled: \"{}\"", show(b)),
-        }
-    }
-}
-
-impl Outcome {
-    /// A short name for reports: the status, or how the connection ended.
-    fn summary(&self) -> String {
-        match self {
-            Outcome::Response(r) => {
-                let json = serde_json::from_slice::<Value>(&r.body).ok();
-                let body = match json {
-                    _ if r.body.is_empty() => "empty body",
-                    Some(v) if v["error"].is_string() => "JSON error",
-                    Some(_) => "JSON",
-                    None => "non-JSON body",
-                };
-                format!("{} ({body})", r.status)
-            }
-            Outcome::Closed => "closed".into(),
-            Outcome::Reset(_) => "reset".into(),
-            Outcome::TimedOut(_) => "timed out".into(),
-            Outcome::Garbled(_) => "garbled".into(),
-        }
-    }
-}
-
-/// At most the first 300 bytes, escaped, for messages.
-fn show(b: &[u8]) -> String {
-    let head = &b[..b.len().min(300)];
-    let mut s = head.escape_ascii().to_string();
-    if b.len() > head.len() {
-        s.push_str(&format!("... ({} bytes)", b.len()));
-    }
-    s
-}
-
-/// A client connection that reads whole responses out of a buffer.
-struct Conn {
-    stream: TcpStream,
-    /// Bytes read but not yet consumed as a response.
-    buf: Vec<u8>,
-    /// The error of the first write that failed, if any: the server hung up on us.
-    write_error: Option<std::io::Error>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr, timeout: Duration) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
-        stream.set_read_timeout(Some(timeout)).expect("timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        Conn {
-            stream,
-            buf: Vec::new(),
-            write_error: None,
-        }
-    }
-
-    /// Writes `bytes`; a failure is remembered (the server may have answered and hung up).
-    fn send(&mut self, bytes: &[u8]) {
-        if self.write_error.is_some() {
-            return;
-        }
-        if let Err(e) = self
-            .stream
-            .write_all(bytes)
-            .and_then(|_| self.stream.flush())
-        {
-            self.write_error = Some(e);
-        }
-    }
-
-    /// Half-closes our side: the server reads end-of-stream.
-    fn finish(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    /// Reads more bytes into `buf`; `Err` says how the connection ended.
-    fn fill(&mut self) -> Result<(), Outcome> {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) if self.buf.is_empty() => Err(Outcome::Closed),
-            Ok(0) => Err(Outcome::Garbled(std::mem::take(&mut self.buf))),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(Outcome::TimedOut(std::mem::take(&mut self.buf)))
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(Outcome::Reset(e)),
-        }
-    }
-
-    /// Reads one response (to a request that was not `HEAD`).
-    fn answer(&mut self) -> Outcome {
-        match self.read_response() {
-            Ok(r) => Outcome::Response(r),
-            Err(o) => o,
-        }
-    }
-
-    fn read_response(&mut self) -> Result<Resp, Outcome> {
-        // Bounded: every pass reads at least one byte or returns, and the head is capped.
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-            }
-            self.fill()?;
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse::<u16>().ok());
-        let Some(status) = status else {
-            return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-        };
-        let mut headers = Vec::new();
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-            };
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-        self.buf.drain(..head_end + 4);
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let body = if status < 200 || status == 204 || status == 304 {
-            Vec::new()
-        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            self.read_chunked()?
-        } else if let Some(len) = header("content-length") {
-            let Ok(len) = len.parse::<usize>() else {
-                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-            };
-            self.read_exact_body(len)?
-        } else {
-            // Delimited by close.
-            loop {
-                match self.fill() {
-                    Ok(()) => {}
-                    Err(Outcome::Closed | Outcome::Garbled(_)) => break,
-                    Err(other) => return Err(other),
-                }
-                if self.buf.len() > 16 << 20 {
-                    return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-                }
-            }
-            std::mem::take(&mut self.buf)
-        };
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    fn read_exact_body(&mut self, len: usize) -> Result<Vec<u8>, Outcome> {
-        while self.buf.len() < len {
-            let had = self.buf.clone();
-            if let Err(e) = self.fill() {
-                return Err(match e {
-                    Outcome::Closed => Outcome::Garbled(had),
-                    other => other,
-                });
-            }
-        }
-        Ok(self.buf.drain(..len).collect())
-    }
-
-    fn read_chunked(&mut self) -> Result<Vec<u8>, Outcome> {
-        let mut body = Vec::new();
-        // Bounded by the 16 MiB cap on the decoded body.
-        loop {
-            let line_end = loop {
-                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                self.fill()?;
-            };
-            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| Outcome::Garbled(self.buf.clone()))?;
-            self.buf.drain(..line_end + 2);
-            let chunk = self.read_exact_body(size + 2)?;
-            if size == 0 {
-                return Ok(body);
-            }
-            body.extend_from_slice(&chunk[..size]);
-            if body.len() > 16 << 20 {
-                return Err(Outcome::Garbled(body));
-            }
         }
     }
 }
@@ -995,11 +748,7 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
     const BOUND: Duration = Duration::from_secs(15);
 
     let mut c = Conn::open(f.addr, BOUND + Duration::from_secs(5));
-    let mut reader = Conn {
-        stream: c.stream.try_clone().expect("clone the socket"),
-        buf: Vec::new(),
-        write_error: None,
-    };
+    let mut reader = c.try_clone();
     let (tx, rx) = mpsc::channel();
     let reader_thread = std::thread::spawn(move || {
         let out = reader.answer();
@@ -1019,7 +768,7 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
             break;
         }
         c.send(&[*byte]);
-        if c.write_error.is_some() {
+        if c.write_error().is_some() {
             ended = true;
             break;
         }
@@ -1033,13 +782,13 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
     }
     // Wake the reader if the server never ended the connection.
     if !ended && rx.recv_timeout(Duration::from_secs(1)).is_err() {
-        let _ = c.stream.shutdown(Shutdown::Both);
+        c.shutdown();
     }
     let out = reader_thread.join().expect("the reader thread");
     eprintln!(
         "slowloris: {sent} bytes over {:?}, {served} other requests served, write error {:?}, then {}",
         started.elapsed(),
-        c.write_error.as_ref().map(|e| e.kind()),
+        c.write_error().map(|e| e.kind()),
         out.summary()
     );
     assert!(
@@ -1105,10 +854,7 @@ fn thousands_of_idle_connections_do_not_starve_a_client() {
             "opening {n} connections took over 30 s ({} open)",
             idle.len()
         );
-        let s = TcpStream::connect_timeout(&f.addr, IO_TIMEOUT).expect("connect an idle client");
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        idle.push(s);
+        idle.push(f.connect());
     }
     // While they are all open (the server may start closing them after its ~5 s head timeout),
     // a normal client is still answered, reads and writes alike.
@@ -1150,9 +896,9 @@ fn a_hundred_pipelined_gets_are_answered_in_order() {
     let mut c = f.connect();
     c.send(&req);
     assert!(
-        c.write_error.is_none(),
+        c.write_error().is_none(),
         "writing 100 GETs: {:?}",
-        c.write_error
+        c.write_error()
     );
     for i in 0..100 {
         let out = c.answer();
@@ -1172,9 +918,9 @@ fn a_hundred_pipelined_gets_are_answered_in_order() {
         }
     }
     assert!(
-        c.buf.is_empty(),
+        c.leftover().is_empty(),
         "bytes after the 100th response: {}",
-        show(&c.buf)
+        show(c.leftover())
     );
 }
 
