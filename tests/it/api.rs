@@ -10,38 +10,15 @@
 //! normalise them before they reach the server. Table-driven tests collect every violation
 //! before failing, so one run reports them all.
 
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-use crate::util::{agent, encode, temp_dir, Outcome, Resp, Server};
+use crate::util::{agent, encode, Fixture, Outcome, Resp, Server};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
-
-/// A server and the data dir it uses; fields drop in order, so the server dies before its dir.
-struct Fixture {
-    server: Server,
-    _dir: TempDir,
-}
-
-impl Deref for Fixture {
-    type Target = Server;
-
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
-/// Starts a server with `args` on a fresh data dir.
-fn start(args: &[&str]) -> Fixture {
-    let dir = temp_dir();
-    let server = Server::start(dir.path(), args);
-    Fixture { server, _dir: dir }
-}
 
 /// What a rejected write must leave alone: the seq and every key with its value and version.
 #[derive(Debug, PartialEq)]
@@ -186,7 +163,7 @@ fn fresh_get(s: &Server, path: &str) -> (u16, String) {
 
 #[test]
 fn put_text_creates_then_replaces_and_get_returns_the_raw_text() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let text = "héllo \"wörld\"\n\ttab \\ backslash";
     let r = s.put_text("greeting", text);
     assert_eq!(r.status, 201, "{}", r.text());
@@ -263,7 +240,7 @@ fn put_text_creates_then_replaces_and_get_returns_the_raw_text() {
 
 #[test]
 fn put_json_stores_any_json_value_and_get_serves_non_strings_as_json() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let values = [
         json!({"a": [1, 2.5, null, true], "b": {"c": "d"}, "": "empty name"}),
         json!(42),
@@ -320,7 +297,7 @@ fn put_json_stores_any_json_value_and_get_serves_non_strings_as_json() {
 
 #[test]
 fn put_json_refuses_what_is_not_json_or_does_not_fit_and_changes_nothing() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_json("k", &json!({"orig": 1})).status, 201);
     let before = state(&s);
     let bodies: &[&[u8]] = &[
@@ -376,7 +353,7 @@ fn put_json_refuses_what_is_not_json_or_does_not_fit_and_changes_nothing() {
 
 #[test]
 fn put_text_refuses_invalid_utf8_and_changes_nothing() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "orig").status, 201);
     let before = state(&s);
     let mut violations = Vec::new();
@@ -405,7 +382,7 @@ fn put_text_refuses_invalid_utf8_and_changes_nothing() {
 
 #[test]
 fn absent_keys_are_404() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     s.get("/kv/nope").assert_error(404);
     let h = s.request("HEAD", "/kv/nope", &[], None);
     assert_eq!(h.status, 404);
@@ -419,7 +396,7 @@ fn absent_keys_are_404() {
 
 #[test]
 fn head_has_the_headers_of_get_and_no_body() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("t", "some text").status, 201);
     assert_eq!(s.put_json("j", &json!({"a": 1})).status, 201);
     for (key, ct, etag) in [("t", TEXT, "\"1\""), ("j", JSON, "\"2\"")] {
@@ -453,7 +430,7 @@ fn head_has_the_headers_of_get_and_no_body() {
 
 #[test]
 fn if_none_match_on_get_gives_304_for_the_current_version() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "v1").status, 201);
     assert_eq!(s.put_text("k", "v2").status, 200);
     let not_modified = |tag: &str| {
@@ -488,7 +465,7 @@ fn if_none_match_on_get_gives_304_for_the_current_version() {
 
 #[test]
 fn put_honours_if_match_and_if_none_match() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "v1").status, 201);
     let before = state(&s);
     let mut violations = Vec::new();
@@ -541,7 +518,7 @@ fn put_honours_if_match_and_if_none_match() {
 
 #[test]
 fn delete_removes_a_key_and_honours_if_match() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "v").status, 201);
     assert_eq!(s.put_text("other", "o").status, 201);
     let before = state(&s);
@@ -580,7 +557,7 @@ fn delete_removes_a_key_and_honours_if_match() {
 
 #[test]
 fn post_form_stores_the_value_field_as_a_string() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let form_type = Some("application/x-www-form-urlencoded");
     let r = form(&s, "f", form_type, "other=1&value=a+b%2Bc%26d%3De%C3%A9&x=");
     assert_eq!(r.status, 201, "{}", r.text());
@@ -635,7 +612,7 @@ fn post_form_stores_the_value_field_as_a_string() {
 
 #[test]
 fn post_form_refuses_bad_forms_and_other_content_types() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("f", "orig").status, 201);
     let before = state(&s);
     let form_type = Some("application/x-www-form-urlencoded");
@@ -684,7 +661,7 @@ fn post_form_refuses_bad_forms_and_other_content_types() {
 
 #[test]
 fn keys_may_hold_slashes_spaces_and_any_unicode() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     // `/kv/a/b` and `/kv/a%2Fb` name the same key.
     let r = s.put_text("a/b", "one");
     assert_eq!(r.status, 201, "{}", r.text());
@@ -750,7 +727,7 @@ fn keys_may_hold_slashes_spaces_and_any_unicode() {
 
 #[test]
 fn malformed_keys_are_400_and_change_nothing() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "orig").status, 201);
     let before = state(&s);
     let paths = [
@@ -800,7 +777,7 @@ fn malformed_keys_are_400_and_change_nothing() {
 
 #[test]
 fn keys_longer_than_max_key_bytes_are_refused() {
-    let s = start(&["--max-key-bytes", "16"]);
+    let s = Fixture::start(&["--max-key-bytes", "16"]);
     let at_limit = [
         "a".repeat(16),
         "é".repeat(8),
@@ -874,7 +851,7 @@ fn put_keys(s: &Server, keys: &[&str]) {
 
 #[test]
 fn listing_is_in_byte_order_with_prefix_and_after() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(list(&s, ""), (vec![], Value::Null), "an empty store");
     let keys = [
         "a", "a b", "a/b", "a+b", "ab", "B", "b", "é", "日本", "z", "a😀", "a\u{7ff}", "~",
@@ -924,7 +901,7 @@ fn listing_is_in_byte_order_with_prefix_and_after() {
 
 #[test]
 fn listing_pages_with_limit_and_next() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let keys: Vec<String> = (0..7).map(|i| format!("p/{i}")).collect();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     put_keys(&s, &refs);
@@ -974,7 +951,7 @@ fn listing_pages_with_limit_and_next() {
 
 #[test]
 fn listing_limit_defaults_to_1000() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let keys: Vec<String> = (0..1001).map(|i| format!("k{i:04}")).collect();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     put_keys(&s, &refs);
@@ -993,7 +970,7 @@ fn listing_limit_defaults_to_1000() {
 
 #[test]
 fn listing_refuses_bad_parameters() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     put_keys(&s, &["a", "b"]);
     let mut violations = Vec::new();
     for query in [
@@ -1029,7 +1006,7 @@ fn listing_refuses_bad_parameters() {
 
 #[test]
 fn listing_with_values_returns_items() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("l/text", "hello").status, 201);
     assert_eq!(s.put_json("l/obj", &json!({"n": [1, 2]})).status, 201);
     assert_eq!(s.put_json("l/num", &json!(3.5)).status, 201);
@@ -1070,7 +1047,7 @@ fn listing_with_values_returns_items() {
 
 #[test]
 fn batch_applies_everything_at_one_seq() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("old", "x").status, 201);
     assert_eq!(s.put_text("keep", "k").status, 201);
     let r = s.batch(&json!({
@@ -1111,7 +1088,7 @@ fn batch_applies_everything_at_one_seq() {
 
 #[test]
 fn an_empty_batch_changes_nothing_and_returns_the_current_seq() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let r = s.batch(&json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"seq": 0}), "nothing written yet");
@@ -1138,7 +1115,7 @@ fn an_empty_batch_changes_nothing_and_returns_the_current_seq() {
 
 #[test]
 fn a_bad_batch_is_400_and_applies_nothing() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("x", "orig").status, 201);
     let before = state(&s);
     let bodies: Vec<Vec<u8>> = [
@@ -1197,7 +1174,7 @@ fn a_bad_batch_is_400_and_applies_nothing() {
 
 #[test]
 fn oversized_batches_and_batch_values_are_413_and_apply_nothing() {
-    let s = start(&["--max-batch-bytes", "1000", "--max-value-bytes", "100"]);
+    let s = Fixture::start(&["--max-batch-bytes", "1000", "--max-value-bytes", "100"]);
     assert_eq!(s.put_text("x", "orig").status, 201);
     let before = state(&s);
     // `{"put":{"pad":"…"}}` is 18 bytes plus the padding.
@@ -1260,7 +1237,7 @@ fn oversized_batches_and_batch_values_are_413_and_apply_nothing() {
 
 #[test]
 fn a_value_body_over_max_value_bytes_is_413_and_changes_nothing() {
-    let s = start(&["--max-value-bytes", "100"]);
+    let s = Fixture::start(&["--max-value-bytes", "100"]);
     let r = s.put_text("k", &"a".repeat(100));
     assert_eq!(r.status, 201, "a body at the limit: {}", r.text());
     let r = put_with(
@@ -1347,7 +1324,7 @@ fn a_value_body_over_max_value_bytes_is_413_and_changes_nothing() {
 
 #[test]
 fn unknown_routes_are_404_and_wrong_methods_405() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "v").status, 201);
     let before = state(&s);
     let mut violations = Vec::new();
@@ -1395,7 +1372,7 @@ fn unknown_routes_are_404_and_wrong_methods_405() {
 
 #[test]
 fn malformed_http_gets_a_json_4xx_and_the_server_keeps_running() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     assert_eq!(s.put_text("k", "v").status, 201);
     let before = state(&s);
     let requests: &[&[u8]] = &[
@@ -1434,7 +1411,7 @@ fn malformed_http_gets_a_json_4xx_and_the_server_keeps_running() {
 
 #[test]
 fn every_error_body_is_json_with_an_error_message() {
-    let s = start(&["--max-value-bytes", "10"]);
+    let s = Fixture::start(&["--max-value-bytes", "10"]);
     assert_eq!(s.put_text("k", "v").status, 201);
     let cases: Vec<(Resp, u16)> = vec![
         (s.get("/kv/absent"), 404),
@@ -1465,7 +1442,7 @@ fn every_error_body_is_json_with_an_error_message() {
 
 #[test]
 fn health_is_ok() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let r = s.get("/health");
     assert_eq!(r.status, 200);
     assert!(r
@@ -1476,7 +1453,7 @@ fn health_is_ok() {
 
 #[test]
 fn metrics_export_keys_seq_and_request_counts() {
-    let s = start(&[]);
+    let s = Fixture::start(&[]);
     let r = s.get("/metrics");
     assert_eq!(r.status, 200);
     assert!(
@@ -1552,7 +1529,7 @@ fn metrics_export_keys_seq_and_request_counts() {
 
 #[test]
 fn compare_and_set_race_has_exactly_one_winner() {
-    let s = start(&["--workers", "4"]);
+    let s = Fixture::start(&["--workers", "4"]);
     const THREADS: usize = 8;
     const ROUNDS: usize = 10;
     assert_eq!(s.put_text("cas", "start").status, 201);
@@ -1597,7 +1574,7 @@ fn compare_and_set_race_has_exactly_one_winner() {
 
 #[test]
 fn create_only_race_has_exactly_one_winner() {
-    let s = start(&["--workers", "4"]);
+    let s = Fixture::start(&["--workers", "4"]);
     const THREADS: usize = 8;
     for round in 0..10 {
         let key = format!("/kv/create/{round}");
@@ -1645,7 +1622,7 @@ impl Drop for SetOnDrop<'_> {
 
 #[test]
 fn readers_never_see_part_of_a_batch() {
-    let s = start(&["--workers", "4"]);
+    let s = Fixture::start(&["--workers", "4"]);
     const BATCHES: u64 = 300;
     const READERS: usize = 3;
     // Even batches put x, y and z; odd ones put x and y and delete z. So in any state a reader
@@ -1720,7 +1697,7 @@ fn readers_never_see_part_of_a_batch() {
 
 #[test]
 fn a_write_once_answered_is_seen_by_every_later_read() {
-    let s = start(&["--workers", "4"]);
+    let s = Fixture::start(&["--workers", "4"]);
     for i in 0..100 {
         let r = s.put_text("ryw", &i.to_string());
         assert!(matches!(r.status, 200 | 201), "{}", r.text());

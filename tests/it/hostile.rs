@@ -25,106 +25,71 @@
 //! Every socket has read and write timeouts, and every loop is bounded, so a misbehaving server
 //! fails a test rather than hanging it. The timeouts are hang guards, not performance claims.
 
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::util::{show, temp_dir, Conn, Outcome, Resp, Server};
+use crate::util::{encode, show, Conn, Fixture, Outcome, Resp, Server};
 
 /// The largest value the servers here take, so a small real body is already too large.
 const MAX_VALUE: usize = 1000;
 
-/// Keys every fixture seeds, so "nothing changed" compares something.
+/// Keys every test seeds, so "nothing changed" compares something.
 const SEEDS: [(&str, &str); 3] = [("seed/a", "alpha"), ("seed/b", "beta"), ("seed/c", "gamma")];
 
-/// A server on a fresh data dir, seeded, with the listing taken right after seeding.
-struct Fixture {
-    server: Server,
-    /// The loopback address the server listens on.
-    addr: SocketAddr,
-    /// `GET /kv?values=true` right after seeding.
-    before: Value,
-    _dir: TempDir,
+/// Starts a server with `--max-value-bytes 1000` on a fresh data dir, seeds [`SEEDS`], and
+/// returns it with the listing taken right after seeding: what "nothing changed" compares with.
+fn start() -> (Fixture, Value) {
+    let max = MAX_VALUE.to_string();
+    let f = Fixture::start(&["--max-value-bytes", &max]);
+    for (k, v) in SEEDS {
+        assert_eq!(f.put_text(k, v).status, 201);
+    }
+    let before = listing(&f);
+    (f, before)
 }
 
-impl Fixture {
-    /// Starts a server with `--max-value-bytes 1000` and seeds [`SEEDS`].
-    fn start() -> Fixture {
-        let dir = temp_dir();
-        let max = MAX_VALUE.to_string();
-        let server = Server::start(dir.path(), &["--max-value-bytes", &max]);
-        let addr = server.addr();
-        for (k, v) in SEEDS {
-            assert_eq!(server.put_text(k, v).status, 201);
-        }
-        let mut f = Fixture {
-            server,
-            addr,
-            before: Value::Null,
-            _dir: dir,
-        };
-        f.before = f.listing();
-        f
+/// A normal request on a fresh connection: must be answered with 200.
+fn fresh_ok(s: &Server, path: &str, context: &str) -> Resp {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    match s.exchange(req.as_bytes()) {
+        Outcome::Response(r) if r.status == 200 => r,
+        other => panic!("after {context}: GET {path} on a fresh connection: {other:?}"),
     }
+}
 
-    /// A fresh connection with read and write timeouts.
-    fn connect(&self) -> Conn {
-        self.server.connect()
-    }
+/// Every key with its value and version, read on a fresh connection.
+fn listing(s: &Server) -> Value {
+    let r = fresh_ok(s, "/kv?values=true&limit=10000", "listing");
+    let v: Value = serde_json::from_slice(&r.body).expect("listing is JSON");
+    assert_eq!(v["next"], Value::Null, "the listing fits one page");
+    v
+}
 
-    /// Sends `bytes` on a fresh connection and reads one answer.
-    fn exchange(&self, bytes: &[u8]) -> Outcome {
-        self.server.exchange(bytes)
-    }
+/// The server still serves a fresh connection and no stored data changed since `before`.
+fn assert_intact(s: &Server, before: &Value, context: &str) {
+    fresh_ok(s, "/health", context);
+    assert_eq!(&listing(s), before, "after {context}: stored data changed");
+}
 
-    /// A normal request on a fresh connection: must be answered with 200.
-    fn fresh_ok(&self, path: &str, context: &str) -> Resp {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        match self.exchange(req.as_bytes()) {
-            Outcome::Response(r) if r.status == 200 => r,
-            other => panic!("after {context}: GET {path} on a fresh connection: {other:?}"),
-        }
-    }
+/// Like [`assert_intact`], but `key` may have been written (correct HTTP allows it).
+fn assert_intact_but(s: &Server, before: &Value, key: &str, context: &str) {
+    fresh_ok(s, "/health", context);
+    let mut now = listing(s);
+    now["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|item| item["key"] != key);
+    assert_eq!(&now, before, "after {context}: stored data changed");
+}
 
-    /// Every key with its value and version, read on a fresh connection.
-    fn listing(&self) -> Value {
-        let r = self.fresh_ok("/kv?values=true&limit=10000", "listing");
-        let v: Value = serde_json::from_slice(&r.body).expect("listing is JSON");
-        assert_eq!(v["next"], Value::Null, "the listing fits one page");
-        v
-    }
-
-    /// The server still serves a fresh connection and no stored data changed.
-    fn assert_intact(&self, context: &str) {
-        self.fresh_ok("/health", context);
-        assert_eq!(
-            self.listing(),
-            self.before,
-            "after {context}: stored data changed"
-        );
-    }
-
-    /// Like [`Fixture::assert_intact`], but `key` may have been written (correct HTTP allows it).
-    fn assert_intact_but(&self, key: &str, context: &str) {
-        self.fresh_ok("/health", context);
-        let mut now = self.listing();
-        now["items"]
-            .as_array_mut()
-            .expect("items")
-            .retain(|item| item["key"] != key);
-        assert_eq!(now, self.before, "after {context}: stored data changed");
-    }
-
-    /// `key` is not stored (checked on a fresh connection).
-    fn assert_absent(&self, key: &str, context: &str) {
-        let req = format!("GET /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        match self.exchange(req.as_bytes()) {
-            Outcome::Response(r) if r.status == 404 => {}
-            other => panic!("after {context}: {key} should be absent, GET gave {other:?}"),
-        }
+/// `key` is not stored (checked on a fresh connection).
+fn assert_absent(s: &Server, key: &str, context: &str) {
+    let req = format!("GET /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    match s.exchange(req.as_bytes()) {
+        Outcome::Response(r) if r.status == 404 => {}
+        other => panic!("after {context}: {key} should be absent, GET gave {other:?}"),
     }
 }
 
@@ -219,10 +184,10 @@ fn writing(name: &'static str, key: &'static str, bytes: impl Into<Vec<u8>>, e: 
 
 /// Runs each case on a fresh connection, checks the answer, liveness and stored data, and fails
 /// once with every violation; prints what each case got.
-fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
+fn run_cases(s: &Server, before: &mut Value, cases: Vec<Case>) {
     let mut violations = Vec::new();
     for c in cases {
-        let mut conn = f.connect();
+        let mut conn = s.connect();
         conn.send(&c.bytes);
         if c.half_close {
             conn.finish();
@@ -232,14 +197,14 @@ fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
         if let Err(v) = check(c.name, &c.bytes, c.expect, &out) {
             violations.push(v);
         }
-        f.fresh_ok("/health", c.name);
-        let now = f.listing();
-        if now != f.before {
+        fresh_ok(s, "/health", c.name);
+        let now = listing(s);
+        if now != *before {
             let changed: Vec<&Value> = now["items"]
                 .as_array()
                 .expect("items")
                 .iter()
-                .filter(|i| !f.before["items"].as_array().expect("items").contains(i))
+                .filter(|i| !before["items"].as_array().expect("items").contains(i))
                 .collect();
             violations.push(format!(
                 "{}: stored data changed{}: now {changed:?}\n  sent: {}\n  got: {out:?}",
@@ -251,9 +216,9 @@ fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
             // Undo, so the later cases are judged on their own.
             for item in changed {
                 let key = item["key"].as_str().expect("key");
-                let _ = f.server.delete(&crate::util::encode(key));
+                let _ = s.delete(&encode(key));
             }
-            f.before = f.listing();
+            *before = listing(s);
         }
     }
     assert!(
@@ -273,7 +238,7 @@ fn put_line(line: &[u8]) -> Vec<u8> {
 
 #[test]
 fn malformed_request_lines_are_refused() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let mut long_method = vec![b'P'; 64 * 1024];
     long_method.extend_from_slice(b" /kv/longmethod HTTP/1.1");
     let mut long_line = b"PUT /kv/".to_vec();
@@ -283,7 +248,8 @@ fn malformed_request_lines_are_refused() {
     long_query.extend(std::iter::repeat_n(b'q', 100 * 1024));
     long_query.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             case(
                 "garbage bytes",
@@ -344,7 +310,7 @@ fn malformed_request_lines_are_refused() {
 
 #[test]
 fn bad_keys_in_the_path_are_refused() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let put = |target: &[u8]| {
         let mut v = b"PUT ".to_vec();
         v.extend_from_slice(target);
@@ -353,7 +319,8 @@ fn bad_keys_in_the_path_are_refused() {
     };
     let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             case("PUT /kv/%zz", put(b"/kv/%zz"), Expect::Json(400)),
             case("PUT /kv/%", put(b"/kv/%"), Expect::Json(400)),
@@ -425,7 +392,7 @@ fn bad_keys_in_the_path_are_refused() {
 
 #[test]
 fn oversized_heads_are_refused() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let big_header = |n: usize| {
         let mut v = b"PUT /kv/bighead HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".to_vec();
         v.extend(std::iter::repeat_n(b'h', n));
@@ -438,7 +405,8 @@ fn oversized_heads_are_refused() {
     }
     many.extend_from_slice(b"Content-Length: 7\r\n\r\nchanged");
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             // Under actix-http's fixed 128 KiB head buffer, so only the server's own limit (if
             // any) can refuse it.
@@ -461,7 +429,7 @@ fn oversized_heads_are_refused() {
 
 #[test]
 fn oversized_bodies_are_413_and_apply_nothing() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let body = vec![b'b'; MAX_VALUE * 5];
     let mut with_length = format!(
         "PUT /kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
@@ -494,7 +462,8 @@ fn oversized_bodies_are_413_and_apply_nothing() {
         batch_body.len()
     );
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             // Only the head is sent: the server must refuse on the declared length alone.
             writing(
@@ -561,13 +530,13 @@ fn put_head(key: &str, declared: usize) -> Vec<u8> {
 
 #[test]
 fn a_lying_content_length_applies_nothing_it_should_not() {
-    let f = Fixture::start();
+    let (f, before) = start();
 
     // Short body, then silence: runs beside the other cases. The server must give up on the
     // body (4xx or close) within the guard; the guard is longer than the server's ~5 s client
     // timeouts, so it only catches a connection held forever.
     let silent = {
-        let addr = f.addr;
+        let addr = f.addr();
         std::thread::spawn(move || {
             let mut sent = put_head("short-silent", 100);
             sent.extend_from_slice(b"0123456789");
@@ -590,8 +559,8 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
     if let Err(v) = check("short body then half-close", &sent, Expect::Refused, &out) {
         violations.push(v);
     }
-    f.assert_absent("short-closed", "short body then half-close");
-    f.assert_intact("short body then half-close");
+    assert_absent(&f, "short-closed", "short body then half-close");
+    assert_intact(&f, &before, "short body then half-close");
 
     // Long body: the 45 bytes past the declared 5 are a garbage second request. Storing the
     // first 5 bytes is correct HTTP; the garbage must be refused or the connection closed.
@@ -629,7 +598,7 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
             violations.push(v);
         }
     }
-    let stored = f.fresh_ok("/kv?values=true", "declares 5, sends 50");
+    let stored = fresh_ok(&f, "/kv?values=true", "declares 5, sends 50");
     let stored: Value = serde_json::from_slice(&stored.body).expect("JSON");
     if let Some(item) = stored["items"]
         .as_array()
@@ -642,7 +611,7 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
             "only the declared 5 bytes may be stored"
         );
     }
-    f.assert_intact_but("over", "declares 5, sends 50");
+    assert_intact_but(&f, &before, "over", "declares 5, sends 50");
 
     let (sent, out) = silent.join().expect("the silent sender's thread");
     eprintln!("declares 100, sends 10, waits: {}", out.summary());
@@ -654,8 +623,8 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
     ) {
         violations.push(v);
     }
-    f.assert_absent("short-silent", "short body then silence");
-    f.assert_intact_but("over", "short body then silence");
+    assert_absent(&f, "short-silent", "short body then silence");
+    assert_intact_but(&f, &before, "over", "short body then silence");
     assert!(
         violations.is_empty(),
         "{} violation(s):\n{}",
@@ -666,7 +635,7 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
 
 #[test]
 fn broken_chunked_bodies_apply_nothing() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let chunked = |key: &str, body: &[u8]| {
         let mut v = format!(
             "PUT /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -676,7 +645,8 @@ fn broken_chunked_bodies_apply_nothing() {
         v
     };
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             writing(
                 "invalid chunk size zz",
@@ -740,14 +710,14 @@ fn broken_chunked_bodies_apply_nothing() {
 
 #[test]
 fn a_slowloris_sender_is_cut_off_while_others_are_served() {
-    let f = Fixture::start();
+    let (f, before) = start();
     // A head that never ends: the loop below stops long before its last byte.
     let mut head = b"PUT /kv/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".to_vec();
     head.extend(std::iter::repeat_n(b's', 200));
     const STEP: Duration = Duration::from_millis(200);
     const BOUND: Duration = Duration::from_secs(15);
 
-    let mut c = Conn::open(f.addr, BOUND + Duration::from_secs(5));
+    let mut c = Conn::open(f.addr(), BOUND + Duration::from_secs(5));
     let mut reader = c.try_clone();
     let (tx, rx) = mpsc::channel();
     let reader_thread = std::thread::spawn(move || {
@@ -775,7 +745,7 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
         sent += 1;
         if i % 5 == 0 {
             // Others are served meanwhile.
-            f.fresh_ok("/health", "a slowloris sender is connected");
+            fresh_ok(&f, "/health", "a slowloris sender is connected");
             served += 1;
         }
         std::thread::sleep(STEP);
@@ -808,8 +778,8 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
         Outcome::Closed | Outcome::Reset(_) => {}
         other => panic!("slowloris: wanted 408, 400 or a close, got {other:?}"),
     }
-    f.assert_absent("slow", "slowloris");
-    f.assert_intact("slowloris");
+    assert_absent(&f, "slow", "slowloris");
+    assert_intact(&f, &before, "slowloris");
 }
 
 /// Raises the soft open-files limit to the hard one; returns the soft limit now in force.
@@ -842,7 +812,7 @@ fn raise_nofile_limit() -> libc::rlim_t {
 fn thousands_of_idle_connections_do_not_starve_a_client() {
     // Before the server starts, so it inherits the raised limit too.
     let limit = raise_nofile_limit();
-    let f = Fixture::start();
+    let (f, before) = start();
     // Each side holds one descriptor per connection; stay well below the limit.
     let n = 2000.min(limit.saturating_sub(200) / 2) as usize;
     assert!(n >= 100, "RLIMIT_NOFILE {limit} is too low for this test");
@@ -859,7 +829,7 @@ fn thousands_of_idle_connections_do_not_starve_a_client() {
     // While they are all open (the server may start closing them after its ~5 s head timeout),
     // a normal client is still answered, reads and writes alike.
     for i in 0..5 {
-        f.fresh_ok("/health", &format!("{n} idle connections, request {i}"));
+        fresh_ok(&f, "/health", &format!("{n} idle connections, request {i}"));
     }
     let body = b"PUT /kv/while-idle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nok";
     match f.exchange(body) {
@@ -868,18 +838,18 @@ fn thousands_of_idle_connections_do_not_starve_a_client() {
     }
     eprintln!("{n} idle connections open; a normal client was served");
     drop(idle);
-    f.fresh_ok("/health", "closing the idle connections");
-    f.assert_intact_but("while-idle", "idle connections");
+    fresh_ok(&f, "/health", "closing the idle connections");
+    assert_intact_but(&f, &before, "while-idle", "idle connections");
 }
 
 #[test]
 fn a_hundred_pipelined_gets_are_answered_in_order() {
-    let f = Fixture::start();
+    let (f, _) = start();
     let mut put = serde_json::Map::new();
     for i in 0..100 {
         put.insert(format!("p{i:02}"), Value::String(format!("value {i}")));
     }
-    let r = f.server.batch(&serde_json::json!({ "put": put }));
+    let r = f.batch(&serde_json::json!({ "put": put }));
     assert_eq!(r.status, 200, "{}", r.text());
     let mut req = Vec::new();
     for i in 0..100 {
@@ -926,7 +896,7 @@ fn a_hundred_pipelined_gets_are_answered_in_order() {
 
 #[test]
 fn wrong_methods_are_405_and_unknown_routes_404_as_json() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let req = |method: &str, path: &str| {
         format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
@@ -935,7 +905,8 @@ fn wrong_methods_are_405_and_unknown_routes_404_as_json() {
         .into_bytes()
     };
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             writing("PATCH /kv/x", "x", req("PATCH", "/kv/x"), Expect::Json(405)),
             writing(

@@ -83,6 +83,30 @@ pub struct Server {
     token: Option<String>,
 }
 
+/// A server on a fresh temporary data dir; derefs to the [`Server`]. Fields drop in order, so
+/// the server is killed before its dir is removed.
+pub struct Fixture {
+    pub server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Starts a server with `args` on a fresh data dir.
+    pub fn start(args: &[&str]) -> Fixture {
+        let dir = temp_dir();
+        let server = Server::start(dir.path(), args);
+        Fixture { server, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
 /// A new temporary data dir.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
