@@ -1,11 +1,12 @@
 //! Hostile clients against the real binary, over bare TCP to `127.0.0.1` so no HTTP library
 //! tidies the bytes first.
 //!
-//! The contract says bad input of any kind gets a 4xx JSON error, the server keeps running and
-//! no stored data changes. Each case here sends one kind of bad input and checks that the answer
-//! is a 4xx (a JSON `{"error": ...}` body wherever the request reaches our routes) or that the
-//! server closes or resets the connection — never a 2xx that changed data, never a 5xx, never a
-//! hang. After every case a fresh connection must still be served and `GET /kv?values=true`
+//! The contract says bad input of any kind gets a 4xx, the server keeps running and no stored
+//! data changes; every error a route produces is JSON, while a request the HTTP layer refuses
+//! before routing may get an empty body and a closed connection. Each case here sends one kind
+//! of bad input and checks that the answer is a 4xx (a JSON `{"error": ...}` body wherever the
+//! request reaches our routes) or that the server closes or resets the connection — never a 2xx
+//! that changed data, never a 5xx, never a hang. After every case a fresh connection must still be served and `GET /kv?values=true`
 //! (every key, value and version) must equal what it was before the case.
 //!
 //! Covered:
