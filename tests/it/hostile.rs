@@ -29,6 +29,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use serde_json::Value;
 
 use crate::util::{encode, show, Conn, Fixture, Outcome, Resp, Server};
@@ -784,29 +785,23 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
 }
 
 /// Raises the soft open-files limit to the hard one; returns the soft limit now in force.
-fn raise_nofile_limit() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one `rlimit` we own.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    assert_eq!(rc, 0, "getrlimit");
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
+/// Raising the soft limit to the hard one is always permitted and only affects this process and
+/// the children it spawns.
+fn raise_nofile_limit() -> u64 {
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is no limit at all.
+    let current = lim.current.unwrap_or(u64::MAX);
+    let maximum = lim.maximum.unwrap_or(u64::MAX);
+    if current < maximum {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
         };
-        // SAFETY: setrlimit(2) reads one `rlimit` we own; raising the soft limit to the hard
-        // one is always permitted and only affects this process and the children it spawns.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
-        if rc == 0 {
-            return raised.rlim_cur;
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return maximum;
         }
     }
-    lim.rlim_cur
+    current
 }
 
 #[test]

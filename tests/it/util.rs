@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_twinkv");
 
@@ -412,7 +414,7 @@ impl Server {
     /// SIGTERM, then wait (up to a minute) for a clean exit.
     pub fn terminate(mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        signal(c.id(), libc::SIGTERM);
+        signal(c.id(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = c.try_wait().expect("wait") {
@@ -455,11 +457,12 @@ pub fn num(v: &serde_json::Value, field: &str) -> u64 {
 }
 
 /// Sends `sig` to `pid`.
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid this test spawned; no memory is involved.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
+pub fn signal(pid: u32, sig: Signal) {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .unwrap_or_else(|| panic!("{pid} is not a process id"));
+    kill_process(target, sig).unwrap_or_else(|e| panic!("kill({pid}, {sig:?}): {e}"));
 }
 
 /// Percent-encodes every byte that is not unreserved (so `/` becomes `%2F`).
