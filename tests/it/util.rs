@@ -1,5 +1,9 @@
 //! The harness: start the real binary on `127.0.0.1:0` with a temporary data dir, read its
 //! `listening on` line, and talk to it with a real HTTP client.
+//!
+//! The one of each that every test module uses: [`Fixture`], a server on a fresh data dir;
+//! [`agent`], the `ureq` client behind [`Server::request`] and any client thread's own; and
+//! [`Conn`], the raw-HTTP client over bare TCP, for bytes no HTTP library would send.
 
 #![allow(dead_code)]
 
