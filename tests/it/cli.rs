@@ -13,9 +13,10 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rustix::process::Signal;
 use serde_json::json;
 
-use crate::util::{command, signal, temp_dir, Server};
+use crate::util::{agent, command, signal, temp_dir, Server};
 
 /// Every `serve` flag of the contract.
 const SERVE_FLAGS: [&str; 10] = [
@@ -112,7 +113,7 @@ impl Spawned {
     }
 
     /// Sends `sig` and waits (up to a minute) for the exit.
-    fn stop(mut self, sig: libc::c_int) -> ExitStatus {
+    fn stop(mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         signal(child.id(), sig);
         for _ in 0..EXIT_POLLS {
@@ -123,7 +124,7 @@ impl Spawned {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("no exit within a minute of signal {sig}");
+        panic!("no exit within a minute of signal {sig:?}");
     }
 }
 
@@ -144,10 +145,7 @@ type Request<'a> = (&'a str, &'a str, Pairs<'a>, Option<&'a [u8]>);
 
 /// Status and body of a request to a [`Spawned`] server.
 fn call(base: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    let req = agent.request(method, &format!("{base}{path}"));
+    let req = agent().request(method, &format!("{base}{path}"));
     let result = match body {
         Some(b) => req.send_bytes(b),
         None => req.call(),
@@ -442,7 +440,7 @@ fn addr_and_data_dir_come_from_the_environment_and_serve_is_the_default() {
     assert_eq!(call(&s.base, "PUT", "/kv/k", Some(b"v")).0, 201);
     assert_eq!(call(&s.base, "GET", "/kv/k", None), (200, "v".to_string()));
     assert!(data.is_dir(), "TWINKV_DATA_DIR was not created");
-    let status = s.stop(libc::SIGTERM);
+    let status = s.stop(Signal::TERM);
     assert_eq!(status.code(), Some(0), "{status:?}");
     let snapshots: Vec<String> = std::fs::read_dir(&data)
         .expect("read data dir")
@@ -583,7 +581,7 @@ fn startup_prints_the_address_and_what_was_recovered() {
 
 #[test]
 fn sigterm_and_sigint_exit_0_after_a_final_snapshot() {
-    for (name, sig) in [("SIGTERM", libc::SIGTERM), ("SIGINT", libc::SIGINT)] {
+    for (name, sig) in [("SIGTERM", Signal::TERM), ("SIGINT", Signal::INT)] {
         let dir = temp_dir();
         let cwd = temp_dir();
         let mut cmd = command();

@@ -18,17 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{encode, num, temp_dir, Server};
+use crate::util::{agent, encode, num, temp_dir, Server};
 
 /// The longest any one phase of a test waits before giving up (a bound, not a measurement).
 const OVERALL: Duration = Duration::from_secs(30);
-
-/// An agent of its own for a client thread.
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(20))
-        .build()
-}
 
 /// Sends `body` as JSON. `Ok` with the status and JSON body once a full answer arrived; `Err` on
 /// any transport failure (the write may or may not have been applied then).

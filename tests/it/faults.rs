@@ -7,6 +7,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use rustix::process::{setrlimit, Resource, Rlimit};
 use serde_json::json;
 
 use crate::util::{command, temp_dir, Server};
@@ -16,18 +17,17 @@ const LIMIT: u64 = 256 * 1024;
 
 fn start_limited(dir: &Path, args: &[&str]) -> Server {
     let mut cmd = command();
-    // SAFETY: between fork and exec only async-signal-safe calls are made (setrlimit, signal).
-    // SIGXFSZ is ignored so that exceeding the limit is an EFBIG error, not a killed process; an
-    // ignored disposition survives exec.
+    // SAFETY: between fork and exec only async-signal-safe calls are made: setrlimit(2) (a bare
+    // system call through rustix) and signal(2). SIGXFSZ is ignored so that exceeding the limit
+    // is an EFBIG error, not a killed process; an ignored disposition survives exec. rustix has
+    // no safe call that sets a signal's disposition, so that one call is libc's.
     unsafe {
         cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: LIMIT,
-                rlim_max: LIMIT,
+            let lim = Rlimit {
+                current: Some(LIMIT),
+                maximum: Some(LIMIT),
             };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            setrlimit(Resource::Fsize, lim)?;
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             Ok(())
         });

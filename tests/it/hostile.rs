@@ -1,11 +1,12 @@
 //! Hostile clients against the real binary, over bare TCP to `127.0.0.1` so no HTTP library
 //! tidies the bytes first.
 //!
-//! The contract says bad input of any kind gets a 4xx JSON error, the server keeps running and
-//! no stored data changes. Each case here sends one kind of bad input and checks that the answer
-//! is a 4xx (a JSON `{"error": ...}` body wherever the request reaches our routes) or that the
-//! server closes or resets the connection — never a 2xx that changed data, never a 5xx, never a
-//! hang. After every case a fresh connection must still be served and `GET /kv?values=true`
+//! The contract says bad input of any kind gets a 4xx, the server keeps running and no stored
+//! data changes; every error a route produces is JSON, while a request the HTTP layer refuses
+//! before routing may get an empty body and a closed connection. Each case here sends one kind
+//! of bad input and checks that the answer is a 4xx (a JSON `{"error": ...}` body wherever the
+//! request reaches our routes) or that the server closes or resets the connection — never a 2xx
+//! that changed data, never a 5xx, never a hang. After every case a fresh connection must still be served and `GET /kv?values=true`
 //! (every key, value and version) must equal what it was before the case.
 //!
 //! Covered:
@@ -25,353 +26,72 @@
 //! Every socket has read and write timeouts, and every loop is bounded, so a misbehaving server
 //! fails a test rather than hanging it. The timeouts are hang guards, not performance claims.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::util::{temp_dir, Resp, Server};
+use crate::util::{encode, show, Conn, Fixture, Outcome, Resp, Server};
 
 /// The largest value the servers here take, so a small real body is already too large.
 const MAX_VALUE: usize = 1000;
 
-/// How long any one read or write may block before the test calls it a hang.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Keys every fixture seeds, so "nothing changed" compares something.
+/// Keys every test seeds, so "nothing changed" compares something.
 const SEEDS: [(&str, &str); 3] = [("seed/a", "alpha"), ("seed/b", "beta"), ("seed/c", "gamma")];
 
-/// A server on a fresh data dir, seeded, with the listing taken right after seeding.
-struct Fixture {
-    server: Server,
-    /// The loopback address the server listens on.
-    addr: SocketAddr,
-    /// `GET /kv?values=true` right after seeding.
-    before: Value,
-    _dir: TempDir,
+/// Starts a server with `--max-value-bytes 1000` on a fresh data dir, seeds [`SEEDS`], and
+/// returns it with the listing taken right after seeding: what "nothing changed" compares with.
+fn start() -> (Fixture, Value) {
+    let max = MAX_VALUE.to_string();
+    let f = Fixture::start(&["--max-value-bytes", &max]);
+    for (k, v) in SEEDS {
+        assert_eq!(f.put_text(k, v).status, 201);
+    }
+    let before = listing(&f);
+    (f, before)
 }
 
-impl Fixture {
-    /// Starts a server with `--max-value-bytes 1000` and seeds [`SEEDS`].
-    fn start() -> Fixture {
-        let dir = temp_dir();
-        let max = MAX_VALUE.to_string();
-        let server = Server::start(dir.path(), &["--max-value-bytes", &max]);
-        let addr: SocketAddr = server
-            .base
-            .strip_prefix("http://")
-            .expect("base starts with http://")
-            .parse()
-            .expect("base is IP:PORT");
-        assert_eq!(
-            addr.ip().to_string(),
-            "127.0.0.1",
-            "tests only talk to 127.0.0.1"
-        );
-        for (k, v) in SEEDS {
-            assert_eq!(server.put_text(k, v).status, 201);
-        }
-        let mut f = Fixture {
-            server,
-            addr,
-            before: Value::Null,
-            _dir: dir,
-        };
-        f.before = f.listing();
-        f
-    }
-
-    /// A fresh connection with read and write timeouts.
-    fn connect(&self) -> Conn {
-        Conn::open(self.addr, IO_TIMEOUT)
-    }
-
-    /// Sends `bytes` on a fresh connection and reads one answer.
-    fn exchange(&self, bytes: &[u8]) -> Outcome {
-        let mut c = self.connect();
-        c.send(bytes);
-        c.answer()
-    }
-
-    /// A normal request on a fresh connection: must be answered with 200.
-    fn fresh_ok(&self, path: &str, context: &str) -> Resp {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        match self.exchange(req.as_bytes()) {
-            Outcome::Response(r) if r.status == 200 => r,
-            other => panic!("after {context}: GET {path} on a fresh connection: {other:?}"),
-        }
-    }
-
-    /// Every key with its value and version, read on a fresh connection.
-    fn listing(&self) -> Value {
-        let r = self.fresh_ok("/kv?values=true&limit=10000", "listing");
-        let v: Value = serde_json::from_slice(&r.body).expect("listing is JSON");
-        assert_eq!(v["next"], Value::Null, "the listing fits one page");
-        v
-    }
-
-    /// The server still serves a fresh connection and no stored data changed.
-    fn assert_intact(&self, context: &str) {
-        self.fresh_ok("/health", context);
-        assert_eq!(
-            self.listing(),
-            self.before,
-            "after {context}: stored data changed"
-        );
-    }
-
-    /// Like [`Fixture::assert_intact`], but `key` may have been written (correct HTTP allows it).
-    fn assert_intact_but(&self, key: &str, context: &str) {
-        self.fresh_ok("/health", context);
-        let mut now = self.listing();
-        now["items"]
-            .as_array_mut()
-            .expect("items")
-            .retain(|item| item["key"] != key);
-        assert_eq!(now, self.before, "after {context}: stored data changed");
-    }
-
-    /// `key` is not stored (checked on a fresh connection).
-    fn assert_absent(&self, key: &str, context: &str) {
-        let req = format!("GET /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        match self.exchange(req.as_bytes()) {
-            Outcome::Response(r) if r.status == 404 => {}
-            other => panic!("after {context}: {key} should be absent, GET gave {other:?}"),
-        }
+/// A normal request on a fresh connection: must be answered with 200.
+fn fresh_ok(s: &Server, path: &str, context: &str) -> Resp {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    match s.exchange(req.as_bytes()) {
+        Outcome::Response(r) if r.status == 200 => r,
+        other => panic!("after {context}: GET {path} on a fresh connection: {other:?}"),
     }
 }
 
-/// What came back for one request.
-enum Outcome {
-    /// A whole response.
-    Response(Resp),
-    /// The server closed the connection (read returned 0) before a response began.
-    Closed,
-    /// The connection was reset or broke (an I/O error other than a timeout).
-    Reset(std::io::Error),
-    /// Nothing, or only part of a response, arrived within the read timeout.
-    TimedOut(Vec<u8>),
-    /// Bytes that are not an HTTP/1.x response, or a response cut short.
-    Garbled(Vec<u8>),
+/// Every key with its value and version, read on a fresh connection.
+fn listing(s: &Server) -> Value {
+    let r = fresh_ok(s, "/kv?values=true&limit=10000", "listing");
+    let v: Value = serde_json::from_slice(&r.body).expect("listing is JSON");
+    assert_eq!(v["next"], Value::Null, "the listing fits one page");
+    v
 }
 
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Response(r) => {
-                write!(f, "{} {:?} body \"{}\"", r.status, r.headers, show(&r.body))
-            }
-            Outcome::Closed => write!(f, "closed"),
-            Outcome::Reset(e) => write!(f, "reset ({e})"),
-            Outcome::TimedOut(b) => write!(f, "timed out after \"{}\"", show(b)),
-            Outcome::Garbled(b) => write!(f, "garbled: \"{}\"", show(b)),
-        }
-    }
+/// The server still serves a fresh connection and no stored data changed since `before`.
+fn assert_intact(s: &Server, before: &Value, context: &str) {
+    fresh_ok(s, "/health", context);
+    assert_eq!(&listing(s), before, "after {context}: stored data changed");
 }
 
-impl Outcome {
-    /// A short name for reports: the status, or how the connection ended.
-    fn summary(&self) -> String {
-        match self {
-            Outcome::Response(r) => {
-                let json = serde_json::from_slice::<Value>(&r.body).ok();
-                let body = match json {
-                    _ if r.body.is_empty() => "empty body",
-                    Some(v) if v["error"].is_string() => "JSON error",
-                    Some(_) => "JSON",
-                    None => "non-JSON body",
-                };
-                format!("{} ({body})", r.status)
-            }
-            Outcome::Closed => "closed".into(),
-            Outcome::Reset(_) => "reset".into(),
-            Outcome::TimedOut(_) => "timed out".into(),
-            Outcome::Garbled(_) => "garbled".into(),
-        }
-    }
+/// Like [`assert_intact`], but `key` may have been written (correct HTTP allows it).
+fn assert_intact_but(s: &Server, before: &Value, key: &str, context: &str) {
+    fresh_ok(s, "/health", context);
+    let mut now = listing(s);
+    now["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|item| item["key"] != key);
+    assert_eq!(&now, before, "after {context}: stored data changed");
 }
 
-/// At most the first 300 bytes, escaped, for messages.
-fn show(b: &[u8]) -> String {
-    let head = &b[..b.len().min(300)];
-    let mut s = head.escape_ascii().to_string();
-    if b.len() > head.len() {
-        s.push_str(&format!("... ({} bytes)", b.len()));
-    }
-    s
-}
-
-/// A client connection that reads whole responses out of a buffer.
-struct Conn {
-    stream: TcpStream,
-    /// Bytes read but not yet consumed as a response.
-    buf: Vec<u8>,
-    /// The error of the first write that failed, if any: the server hung up on us.
-    write_error: Option<std::io::Error>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr, timeout: Duration) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
-        stream.set_read_timeout(Some(timeout)).expect("timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        Conn {
-            stream,
-            buf: Vec::new(),
-            write_error: None,
-        }
-    }
-
-    /// Writes `bytes`; a failure is remembered (the server may have answered and hung up).
-    fn send(&mut self, bytes: &[u8]) {
-        if self.write_error.is_some() {
-            return;
-        }
-        if let Err(e) = self
-            .stream
-            .write_all(bytes)
-            .and_then(|_| self.stream.flush())
-        {
-            self.write_error = Some(e);
-        }
-    }
-
-    /// Half-closes our side: the server reads end-of-stream.
-    fn finish(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    /// Reads more bytes into `buf`; `Err` says how the connection ended.
-    fn fill(&mut self) -> Result<(), Outcome> {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) if self.buf.is_empty() => Err(Outcome::Closed),
-            Ok(0) => Err(Outcome::Garbled(std::mem::take(&mut self.buf))),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(Outcome::TimedOut(std::mem::take(&mut self.buf)))
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(Outcome::Reset(e)),
-        }
-    }
-
-    /// Reads one response (to a request that was not `HEAD`).
-    fn answer(&mut self) -> Outcome {
-        match self.read_response() {
-            Ok(r) => Outcome::Response(r),
-            Err(o) => o,
-        }
-    }
-
-    fn read_response(&mut self) -> Result<Resp, Outcome> {
-        // Bounded: every pass reads at least one byte or returns, and the head is capped.
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-            }
-            self.fill()?;
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse::<u16>().ok());
-        let Some(status) = status else {
-            return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-        };
-        let mut headers = Vec::new();
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-            };
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-        self.buf.drain(..head_end + 4);
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let body = if status < 200 || status == 204 || status == 304 {
-            Vec::new()
-        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            self.read_chunked()?
-        } else if let Some(len) = header("content-length") {
-            let Ok(len) = len.parse::<usize>() else {
-                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-            };
-            self.read_exact_body(len)?
-        } else {
-            // Delimited by close.
-            loop {
-                match self.fill() {
-                    Ok(()) => {}
-                    Err(Outcome::Closed | Outcome::Garbled(_)) => break,
-                    Err(other) => return Err(other),
-                }
-                if self.buf.len() > 16 << 20 {
-                    return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
-                }
-            }
-            std::mem::take(&mut self.buf)
-        };
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    fn read_exact_body(&mut self, len: usize) -> Result<Vec<u8>, Outcome> {
-        while self.buf.len() < len {
-            let had = self.buf.clone();
-            if let Err(e) = self.fill() {
-                return Err(match e {
-                    Outcome::Closed => Outcome::Garbled(had),
-                    other => other,
-                });
-            }
-        }
-        Ok(self.buf.drain(..len).collect())
-    }
-
-    fn read_chunked(&mut self) -> Result<Vec<u8>, Outcome> {
-        let mut body = Vec::new();
-        // Bounded by the 16 MiB cap on the decoded body.
-        loop {
-            let line_end = loop {
-                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                self.fill()?;
-            };
-            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| Outcome::Garbled(self.buf.clone()))?;
-            self.buf.drain(..line_end + 2);
-            let chunk = self.read_exact_body(size + 2)?;
-            if size == 0 {
-                return Ok(body);
-            }
-            body.extend_from_slice(&chunk[..size]);
-            if body.len() > 16 << 20 {
-                return Err(Outcome::Garbled(body));
-            }
-        }
+/// `key` is not stored (checked on a fresh connection).
+fn assert_absent(s: &Server, key: &str, context: &str) {
+    let req = format!("GET /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    match s.exchange(req.as_bytes()) {
+        Outcome::Response(r) if r.status == 404 => {}
+        other => panic!("after {context}: {key} should be absent, GET gave {other:?}"),
     }
 }
 
@@ -466,10 +186,10 @@ fn writing(name: &'static str, key: &'static str, bytes: impl Into<Vec<u8>>, e: 
 
 /// Runs each case on a fresh connection, checks the answer, liveness and stored data, and fails
 /// once with every violation; prints what each case got.
-fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
+fn run_cases(s: &Server, before: &mut Value, cases: Vec<Case>) {
     let mut violations = Vec::new();
     for c in cases {
-        let mut conn = f.connect();
+        let mut conn = s.connect();
         conn.send(&c.bytes);
         if c.half_close {
             conn.finish();
@@ -479,14 +199,14 @@ fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
         if let Err(v) = check(c.name, &c.bytes, c.expect, &out) {
             violations.push(v);
         }
-        f.fresh_ok("/health", c.name);
-        let now = f.listing();
-        if now != f.before {
+        fresh_ok(s, "/health", c.name);
+        let now = listing(s);
+        if now != *before {
             let changed: Vec<&Value> = now["items"]
                 .as_array()
                 .expect("items")
                 .iter()
-                .filter(|i| !f.before["items"].as_array().expect("items").contains(i))
+                .filter(|i| !before["items"].as_array().expect("items").contains(i))
                 .collect();
             violations.push(format!(
                 "{}: stored data changed{}: now {changed:?}\n  sent: {}\n  got: {out:?}",
@@ -498,9 +218,9 @@ fn run_cases(f: &mut Fixture, cases: Vec<Case>) {
             // Undo, so the later cases are judged on their own.
             for item in changed {
                 let key = item["key"].as_str().expect("key");
-                let _ = f.server.delete(&crate::util::encode(key));
+                let _ = s.delete(&encode(key));
             }
-            f.before = f.listing();
+            *before = listing(s);
         }
     }
     assert!(
@@ -520,7 +240,7 @@ fn put_line(line: &[u8]) -> Vec<u8> {
 
 #[test]
 fn malformed_request_lines_are_refused() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let mut long_method = vec![b'P'; 64 * 1024];
     long_method.extend_from_slice(b" /kv/longmethod HTTP/1.1");
     let mut long_line = b"PUT /kv/".to_vec();
@@ -530,7 +250,8 @@ fn malformed_request_lines_are_refused() {
     long_query.extend(std::iter::repeat_n(b'q', 100 * 1024));
     long_query.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             case(
                 "garbage bytes",
@@ -591,7 +312,7 @@ fn malformed_request_lines_are_refused() {
 
 #[test]
 fn bad_keys_in_the_path_are_refused() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let put = |target: &[u8]| {
         let mut v = b"PUT ".to_vec();
         v.extend_from_slice(target);
@@ -600,7 +321,8 @@ fn bad_keys_in_the_path_are_refused() {
     };
     let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             case("PUT /kv/%zz", put(b"/kv/%zz"), Expect::Json(400)),
             case("PUT /kv/%", put(b"/kv/%"), Expect::Json(400)),
@@ -672,7 +394,7 @@ fn bad_keys_in_the_path_are_refused() {
 
 #[test]
 fn oversized_heads_are_refused() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let big_header = |n: usize| {
         let mut v = b"PUT /kv/bighead HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".to_vec();
         v.extend(std::iter::repeat_n(b'h', n));
@@ -685,7 +407,8 @@ fn oversized_heads_are_refused() {
     }
     many.extend_from_slice(b"Content-Length: 7\r\n\r\nchanged");
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             // Under actix-http's fixed 128 KiB head buffer, so only the server's own limit (if
             // any) can refuse it.
@@ -708,7 +431,7 @@ fn oversized_heads_are_refused() {
 
 #[test]
 fn oversized_bodies_are_413_and_apply_nothing() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let body = vec![b'b'; MAX_VALUE * 5];
     let mut with_length = format!(
         "PUT /kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
@@ -741,7 +464,8 @@ fn oversized_bodies_are_413_and_apply_nothing() {
         batch_body.len()
     );
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             // Only the head is sent: the server must refuse on the declared length alone.
             writing(
@@ -808,13 +532,13 @@ fn put_head(key: &str, declared: usize) -> Vec<u8> {
 
 #[test]
 fn a_lying_content_length_applies_nothing_it_should_not() {
-    let f = Fixture::start();
+    let (f, before) = start();
 
     // Short body, then silence: runs beside the other cases. The server must give up on the
     // body (4xx or close) within the guard; the guard is longer than the server's ~5 s client
     // timeouts, so it only catches a connection held forever.
     let silent = {
-        let addr = f.addr;
+        let addr = f.addr();
         std::thread::spawn(move || {
             let mut sent = put_head("short-silent", 100);
             sent.extend_from_slice(b"0123456789");
@@ -837,8 +561,8 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
     if let Err(v) = check("short body then half-close", &sent, Expect::Refused, &out) {
         violations.push(v);
     }
-    f.assert_absent("short-closed", "short body then half-close");
-    f.assert_intact("short body then half-close");
+    assert_absent(&f, "short-closed", "short body then half-close");
+    assert_intact(&f, &before, "short body then half-close");
 
     // Long body: the 45 bytes past the declared 5 are a garbage second request. Storing the
     // first 5 bytes is correct HTTP; the garbage must be refused or the connection closed.
@@ -876,7 +600,7 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
             violations.push(v);
         }
     }
-    let stored = f.fresh_ok("/kv?values=true", "declares 5, sends 50");
+    let stored = fresh_ok(&f, "/kv?values=true", "declares 5, sends 50");
     let stored: Value = serde_json::from_slice(&stored.body).expect("JSON");
     if let Some(item) = stored["items"]
         .as_array()
@@ -889,7 +613,7 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
             "only the declared 5 bytes may be stored"
         );
     }
-    f.assert_intact_but("over", "declares 5, sends 50");
+    assert_intact_but(&f, &before, "over", "declares 5, sends 50");
 
     let (sent, out) = silent.join().expect("the silent sender's thread");
     eprintln!("declares 100, sends 10, waits: {}", out.summary());
@@ -901,8 +625,8 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
     ) {
         violations.push(v);
     }
-    f.assert_absent("short-silent", "short body then silence");
-    f.assert_intact_but("over", "short body then silence");
+    assert_absent(&f, "short-silent", "short body then silence");
+    assert_intact_but(&f, &before, "over", "short body then silence");
     assert!(
         violations.is_empty(),
         "{} violation(s):\n{}",
@@ -913,7 +637,7 @@ fn a_lying_content_length_applies_nothing_it_should_not() {
 
 #[test]
 fn broken_chunked_bodies_apply_nothing() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let chunked = |key: &str, body: &[u8]| {
         let mut v = format!(
             "PUT /kv/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -923,7 +647,8 @@ fn broken_chunked_bodies_apply_nothing() {
         v
     };
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             writing(
                 "invalid chunk size zz",
@@ -987,19 +712,15 @@ fn broken_chunked_bodies_apply_nothing() {
 
 #[test]
 fn a_slowloris_sender_is_cut_off_while_others_are_served() {
-    let f = Fixture::start();
+    let (f, before) = start();
     // A head that never ends: the loop below stops long before its last byte.
     let mut head = b"PUT /kv/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".to_vec();
     head.extend(std::iter::repeat_n(b's', 200));
     const STEP: Duration = Duration::from_millis(200);
     const BOUND: Duration = Duration::from_secs(15);
 
-    let mut c = Conn::open(f.addr, BOUND + Duration::from_secs(5));
-    let mut reader = Conn {
-        stream: c.stream.try_clone().expect("clone the socket"),
-        buf: Vec::new(),
-        write_error: None,
-    };
+    let mut c = Conn::open(f.addr(), BOUND + Duration::from_secs(5));
+    let mut reader = c.try_clone();
     let (tx, rx) = mpsc::channel();
     let reader_thread = std::thread::spawn(move || {
         let out = reader.answer();
@@ -1019,27 +740,27 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
             break;
         }
         c.send(&[*byte]);
-        if c.write_error.is_some() {
+        if c.write_error().is_some() {
             ended = true;
             break;
         }
         sent += 1;
         if i % 5 == 0 {
             // Others are served meanwhile.
-            f.fresh_ok("/health", "a slowloris sender is connected");
+            fresh_ok(&f, "/health", "a slowloris sender is connected");
             served += 1;
         }
         std::thread::sleep(STEP);
     }
     // Wake the reader if the server never ended the connection.
     if !ended && rx.recv_timeout(Duration::from_secs(1)).is_err() {
-        let _ = c.stream.shutdown(Shutdown::Both);
+        c.shutdown();
     }
     let out = reader_thread.join().expect("the reader thread");
     eprintln!(
         "slowloris: {sent} bytes over {:?}, {served} other requests served, write error {:?}, then {}",
         started.elapsed(),
-        c.write_error.as_ref().map(|e| e.kind()),
+        c.write_error().map(|e| e.kind()),
         out.summary()
     );
     assert!(
@@ -1059,41 +780,35 @@ fn a_slowloris_sender_is_cut_off_while_others_are_served() {
         Outcome::Closed | Outcome::Reset(_) => {}
         other => panic!("slowloris: wanted 408, 400 or a close, got {other:?}"),
     }
-    f.assert_absent("slow", "slowloris");
-    f.assert_intact("slowloris");
+    assert_absent(&f, "slow", "slowloris");
+    assert_intact(&f, &before, "slowloris");
 }
 
 /// Raises the soft open-files limit to the hard one; returns the soft limit now in force.
-fn raise_nofile_limit() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one `rlimit` we own.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    assert_eq!(rc, 0, "getrlimit");
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
+/// Raising the soft limit to the hard one is always permitted and only affects this process and
+/// the children it spawns.
+fn raise_nofile_limit() -> u64 {
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is no limit at all.
+    let current = lim.current.unwrap_or(u64::MAX);
+    let maximum = lim.maximum.unwrap_or(u64::MAX);
+    if current < maximum {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
         };
-        // SAFETY: setrlimit(2) reads one `rlimit` we own; raising the soft limit to the hard
-        // one is always permitted and only affects this process and the children it spawns.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
-        if rc == 0 {
-            return raised.rlim_cur;
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return maximum;
         }
     }
-    lim.rlim_cur
+    current
 }
 
 #[test]
 fn thousands_of_idle_connections_do_not_starve_a_client() {
     // Before the server starts, so it inherits the raised limit too.
     let limit = raise_nofile_limit();
-    let f = Fixture::start();
+    let (f, before) = start();
     // Each side holds one descriptor per connection; stay well below the limit.
     let n = 2000.min(limit.saturating_sub(200) / 2) as usize;
     assert!(n >= 100, "RLIMIT_NOFILE {limit} is too low for this test");
@@ -1105,15 +820,12 @@ fn thousands_of_idle_connections_do_not_starve_a_client() {
             "opening {n} connections took over 30 s ({} open)",
             idle.len()
         );
-        let s = TcpStream::connect_timeout(&f.addr, IO_TIMEOUT).expect("connect an idle client");
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        idle.push(s);
+        idle.push(f.connect());
     }
     // While they are all open (the server may start closing them after its ~5 s head timeout),
     // a normal client is still answered, reads and writes alike.
     for i in 0..5 {
-        f.fresh_ok("/health", &format!("{n} idle connections, request {i}"));
+        fresh_ok(&f, "/health", &format!("{n} idle connections, request {i}"));
     }
     let body = b"PUT /kv/while-idle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nok";
     match f.exchange(body) {
@@ -1122,18 +834,18 @@ fn thousands_of_idle_connections_do_not_starve_a_client() {
     }
     eprintln!("{n} idle connections open; a normal client was served");
     drop(idle);
-    f.fresh_ok("/health", "closing the idle connections");
-    f.assert_intact_but("while-idle", "idle connections");
+    fresh_ok(&f, "/health", "closing the idle connections");
+    assert_intact_but(&f, &before, "while-idle", "idle connections");
 }
 
 #[test]
 fn a_hundred_pipelined_gets_are_answered_in_order() {
-    let f = Fixture::start();
+    let (f, _) = start();
     let mut put = serde_json::Map::new();
     for i in 0..100 {
         put.insert(format!("p{i:02}"), Value::String(format!("value {i}")));
     }
-    let r = f.server.batch(&serde_json::json!({ "put": put }));
+    let r = f.batch(&serde_json::json!({ "put": put }));
     assert_eq!(r.status, 200, "{}", r.text());
     let mut req = Vec::new();
     for i in 0..100 {
@@ -1150,9 +862,9 @@ fn a_hundred_pipelined_gets_are_answered_in_order() {
     let mut c = f.connect();
     c.send(&req);
     assert!(
-        c.write_error.is_none(),
+        c.write_error().is_none(),
         "writing 100 GETs: {:?}",
-        c.write_error
+        c.write_error()
     );
     for i in 0..100 {
         let out = c.answer();
@@ -1172,15 +884,15 @@ fn a_hundred_pipelined_gets_are_answered_in_order() {
         }
     }
     assert!(
-        c.buf.is_empty(),
+        c.leftover().is_empty(),
         "bytes after the 100th response: {}",
-        show(&c.buf)
+        show(c.leftover())
     );
 }
 
 #[test]
 fn wrong_methods_are_405_and_unknown_routes_404_as_json() {
-    let mut f = Fixture::start();
+    let (f, mut before) = start();
     let req = |method: &str, path: &str| {
         format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
@@ -1189,7 +901,8 @@ fn wrong_methods_are_405_and_unknown_routes_404_as_json() {
         .into_bytes()
     };
     run_cases(
-        &mut f,
+        &f,
+        &mut before,
         vec![
             writing("PATCH /kv/x", "x", req("PATCH", "/kv/x"), Expect::Json(405)),
             writing(

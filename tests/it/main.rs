@@ -2,6 +2,15 @@
 //! `util` harness and talks to it over HTTP on loopback.
 
 mod api;
+mod api_batch;
+mod api_concurrency;
+mod api_form;
+mod api_health_metrics;
+mod api_keys;
+mod api_kv;
+mod api_limits;
+mod api_listing;
+mod api_routes;
 mod cli;
 mod crash;
 mod faults;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::util::{command, encode, inspect, num, temp_dir, Server};
+use crate::util::{agent, command, encode, inspect, num, temp_dir, Server};
 
 /// The two slot file names the contract fixes.
 const SLOTS: [&str; 2] = ["snapshot-a.json", "snapshot-b.json"];
@@ -883,9 +883,7 @@ fn sigterm_during_concurrent_writes_keeps_every_answered_write() {
         .map(|c| {
             let (base, answered) = (s.base.clone(), Arc::clone(&answered));
             thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(20))
-                    .build();
+                let agent = agent();
                 let mut acked = Vec::new();
                 let mut unexpected = Vec::new();
                 for i in 0..MAX_PER_CLIENT {

@@ -223,7 +223,7 @@ fn run_round(s: &Server, round: u64, seed: u64, kill_after: Duration) -> (State,
             }
             std::thread::sleep(Duration::from_millis(7));
         }
-        crate::util::signal(s.pid(), libc::SIGKILL);
+        crate::util::signal(s.pid(), rustix::process::Signal::KILL);
         stop.store(true, Ordering::Relaxed);
     });
     (

@@ -1,20 +1,37 @@
 //! The harness: start the real binary on `127.0.0.1:0` with a temporary data dir, read its
 //! `listening on` line, and talk to it with a real HTTP client.
+//!
+//! The one of each that every test module uses: [`Fixture`], a server on a fresh data dir;
+//! [`agent`], the `ureq` client behind [`Server::request`] and any client thread's own; and
+//! [`Conn`], the raw-HTTP client over bare TCP, for bytes no HTTP library would send.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_twinkv");
 
 /// How long a server may take to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one request through [`agent`] may take before the test calls it a hang (a bound, not
+/// a measurement).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A new HTTP client, with its own connection pool. Every `ureq` agent in these tests comes from
+/// here, so each has the same hang guard.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(HTTP_TIMEOUT).build()
+}
 
 /// A response, whatever its status.
 #[derive(Debug)]
@@ -70,6 +87,30 @@ pub struct Server {
     pub stderr: Arc<Mutex<String>>,
     agent: ureq::Agent,
     token: Option<String>,
+}
+
+/// A server on a fresh temporary data dir; derefs to the [`Server`]. Fields drop in order, so
+/// the server is killed before its dir is removed.
+pub struct Fixture {
+    pub server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Starts a server with `args` on a fresh data dir.
+    pub fn start(args: &[&str]) -> Fixture {
+        let dir = temp_dir();
+        let server = Server::start(dir.path(), args);
+        Fixture { server, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 /// A new temporary data dir.
@@ -155,16 +196,13 @@ impl Server {
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(base) => {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(60))
-                        .build();
                     return Ok(Server {
                         child: Some(child),
                         base,
                         dir: dir.to_path_buf(),
                         stdout,
                         stderr,
-                        agent,
+                        agent: agent(),
                         token: None,
                     });
                 }
@@ -197,6 +235,47 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// The loopback address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        let addr: SocketAddr = self
+            .base
+            .strip_prefix("http://")
+            .expect("base starts with http://")
+            .parse()
+            .expect("base is IP:PORT");
+        assert_eq!(
+            addr.ip().to_string(),
+            "127.0.0.1",
+            "tests only talk to 127.0.0.1"
+        );
+        addr
+    }
+
+    /// A fresh raw connection with [`IO_TIMEOUT`] on every read and write.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.addr(), IO_TIMEOUT)
+    }
+
+    /// Sends `bytes` byte for byte on a fresh raw connection and reads one answer (the head only
+    /// when they start with `HEAD `). The token, if any, is not added.
+    pub fn exchange(&self, bytes: &[u8]) -> Outcome {
+        let mut c = self.connect();
+        c.send(bytes);
+        if bytes.starts_with(b"HEAD ") {
+            c.answer_head()
+        } else {
+            c.answer()
+        }
+    }
+
+    /// Like [`Server::exchange`], but anything other than a whole response fails the test.
+    pub fn raw(&self, bytes: &[u8]) -> Resp {
+        match self.exchange(bytes) {
+            Outcome::Response(r) => r,
+            other => panic!("no HTTP response to \"{}\": {other:?}", show(bytes)),
+        }
     }
 
     /// Sends a request; never fails on an HTTP status.
@@ -339,7 +418,7 @@ impl Server {
     /// SIGTERM, then wait (up to a minute) for a clean exit.
     pub fn terminate(mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        signal(c.id(), libc::SIGTERM);
+        signal(c.id(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = c.try_wait().expect("wait") {
@@ -382,11 +461,12 @@ pub fn num(v: &serde_json::Value, field: &str) -> u64 {
 }
 
 /// Sends `sig` to `pid`.
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid this test spawned; no memory is involved.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
+pub fn signal(pid: u32, sig: Signal) {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .unwrap_or_else(|| panic!("{pid} is not a process id"));
+    kill_process(target, sig).unwrap_or_else(|e| panic!("kill({pid}, {sig:?}): {e}"));
 }
 
 /// Percent-encodes every byte that is not unreserved (so `/` becomes `%2F`).
@@ -414,4 +494,319 @@ pub fn inspect(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw-HTTP client
+
+/// How long one read or write on a [`Conn`] may block before the test calls it a hang (a bound,
+/// not a measurement).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What came back for one request on a [`Conn`].
+pub enum Outcome {
+    /// A whole response.
+    Response(Resp),
+    /// The server closed the connection (read returned 0) before a response began.
+    Closed,
+    /// The connection was reset or broke (an I/O error other than a timeout).
+    Reset(std::io::Error),
+    /// Nothing, or only part of a response, arrived within the read timeout.
+    TimedOut(Vec<u8>),
+    /// Bytes that are not an HTTP/1.x response, or a response cut short.
+    Garbled(Vec<u8>),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Response(r) => {
+                write!(f, "{} {:?} body \"{}\"", r.status, r.headers, show(&r.body))
+            }
+            Outcome::Closed => write!(f, "closed"),
+            Outcome::Reset(e) => write!(f, "reset ({e})"),
+            Outcome::TimedOut(b) => write!(f, "timed out after \"{}\"", show(b)),
+            Outcome::Garbled(b) => write!(f, "garbled: \"{}\"", show(b)),
+        }
+    }
+}
+
+impl Outcome {
+    /// A short name for reports: the status, or how the connection ended.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Response(r) => {
+                let json = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+                let body = match json {
+                    _ if r.body.is_empty() => "empty body",
+                    Some(v) if v["error"].is_string() => "JSON error",
+                    Some(_) => "JSON",
+                    None => "non-JSON body",
+                };
+                format!("{} ({body})", r.status)
+            }
+            Outcome::Closed => "closed".into(),
+            Outcome::Reset(_) => "reset".into(),
+            Outcome::TimedOut(_) => "timed out".into(),
+            Outcome::Garbled(_) => "garbled".into(),
+        }
+    }
+}
+
+/// At most the first 300 bytes, escaped, for messages.
+pub fn show(b: &[u8]) -> String {
+    let head = &b[..b.len().min(300)];
+    let mut s = head.escape_ascii().to_string();
+    if b.len() > head.len() {
+        s.push_str(&format!("... ({} bytes)", b.len()));
+    }
+    s
+}
+
+/// A bare TCP connection: the bytes sent are exactly the bytes given, and responses are parsed
+/// here, so no HTTP library tidies or normalises anything. For requests whose exact bytes matter
+/// (bad percent-encoding, malformed HTTP, chunked or lying bodies, pipelining).
+///
+/// Every socket has read and write timeouts and every loop is bounded, so a misbehaving server
+/// fails a test rather than hanging it.
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read but not yet consumed as a response.
+    buf: Vec<u8>,
+    /// The error of the first write that failed, if any: the server hung up on us.
+    write_error: Option<std::io::Error>,
+}
+
+impl Conn {
+    /// Connects to `addr` (loopback only) with `read_timeout` on reads and [`IO_TIMEOUT`] on
+    /// connecting and writing.
+    pub fn open(addr: SocketAddr, read_timeout: Duration) -> Conn {
+        assert!(addr.ip().is_loopback(), "tests only talk to loopback");
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
+        stream
+            .set_read_timeout(Some(read_timeout))
+            .expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        Conn {
+            stream,
+            buf: Vec::new(),
+            write_error: None,
+        }
+    }
+
+    /// A second handle on the same socket with nothing buffered, so one thread can read while
+    /// another writes.
+    pub fn try_clone(&self) -> Conn {
+        Conn {
+            stream: self.stream.try_clone().expect("clone the socket"),
+            buf: Vec::new(),
+            write_error: None,
+        }
+    }
+
+    /// Writes `bytes`; a failure is remembered (the server may have answered and hung up).
+    pub fn send(&mut self, bytes: &[u8]) {
+        if self.write_error.is_some() {
+            return;
+        }
+        if let Err(e) = self
+            .stream
+            .write_all(bytes)
+            .and_then(|_| self.stream.flush())
+        {
+            self.write_error = Some(e);
+        }
+    }
+
+    /// The error of the first write that failed, if any.
+    pub fn write_error(&self) -> Option<&std::io::Error> {
+        self.write_error.as_ref()
+    }
+
+    /// Bytes received after the last response read.
+    pub fn leftover(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Half-closes our side: the server reads end-of-stream.
+    pub fn finish(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Shuts both directions down, which also wakes a reader blocked on a clone.
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Reads one response to a request that was not `HEAD`.
+    pub fn answer(&mut self) -> Outcome {
+        match self.read_response(false) {
+            Ok(r) => Outcome::Response(r),
+            Err(o) => o,
+        }
+    }
+
+    /// Reads one response to a `HEAD` request: its head only, whatever length it declares.
+    pub fn answer_head(&mut self) -> Outcome {
+        match self.read_response(true) {
+            Ok(r) => Outcome::Response(r),
+            Err(o) => o,
+        }
+    }
+
+    /// Everything the server sends from here until it closes the connection, bytes already
+    /// received included; `Err` when it neither closes nor resets it within the read timeout.
+    pub fn read_to_close(&mut self) -> Result<Vec<u8>, Outcome> {
+        // Bounded: every pass reads at least one byte or returns, and the total is capped.
+        loop {
+            match self.fill() {
+                Ok(()) if self.buf.len() > 16 << 20 => {
+                    return Err(Outcome::Garbled(std::mem::take(&mut self.buf)))
+                }
+                Ok(()) => {}
+                Err(Outcome::Closed) => return Ok(Vec::new()),
+                // End-of-stream with bytes buffered.
+                Err(Outcome::Garbled(rest)) => return Ok(rest),
+                Err(Outcome::Reset(_)) => return Ok(std::mem::take(&mut self.buf)),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Whether the server has closed the connection: once every answer expected has been read, a
+    /// request sent now gets no answer, only end-of-stream or a reset. Not timed: a server that
+    /// kept the connection open answers the request at once (or, silent, is cut off by the read
+    /// timeout).
+    pub fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        if self.write_error.is_some() {
+            return true;
+        }
+        matches!(self.fill(), Err(Outcome::Closed | Outcome::Reset(_)))
+    }
+
+    /// Reads more bytes into `buf`; `Err` says how the connection ended.
+    fn fill(&mut self) -> Result<(), Outcome> {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) if self.buf.is_empty() => Err(Outcome::Closed),
+            Ok(0) => Err(Outcome::Garbled(std::mem::take(&mut self.buf))),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(Outcome::TimedOut(std::mem::take(&mut self.buf)))
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(Outcome::Reset(e)),
+        }
+    }
+
+    fn read_response(&mut self, head_only: bool) -> Result<Resp, Outcome> {
+        // Bounded: every pass reads at least one byte or returns, and the head is capped.
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+            }
+            self.fill()?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok());
+        let Some(status) = status else {
+            return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+        };
+        let mut headers = Vec::new();
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+            };
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        self.buf.drain(..head_end + 4);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body = if head_only || status < 200 || status == 204 || status == 304 {
+            Vec::new()
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            self.read_chunked()?
+        } else if let Some(len) = header("content-length") {
+            let Ok(len) = len.parse::<usize>() else {
+                return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+            };
+            self.read_exact_body(len)?
+        } else {
+            // Delimited by close.
+            loop {
+                match self.fill() {
+                    Ok(()) => {}
+                    Err(Outcome::Closed | Outcome::Garbled(_)) => break,
+                    Err(other) => return Err(other),
+                }
+                if self.buf.len() > 16 << 20 {
+                    return Err(Outcome::Garbled(std::mem::take(&mut self.buf)));
+                }
+            }
+            std::mem::take(&mut self.buf)
+        };
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn read_exact_body(&mut self, len: usize) -> Result<Vec<u8>, Outcome> {
+        while self.buf.len() < len {
+            let had = self.buf.clone();
+            if let Err(e) = self.fill() {
+                return Err(match e {
+                    Outcome::Closed => Outcome::Garbled(had),
+                    other => other,
+                });
+            }
+        }
+        Ok(self.buf.drain(..len).collect())
+    }
+
+    fn read_chunked(&mut self) -> Result<Vec<u8>, Outcome> {
+        let mut body = Vec::new();
+        // Bounded by the 16 MiB cap on the decoded body.
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                self.fill()?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| Outcome::Garbled(self.buf.clone()))?;
+            self.buf.drain(..line_end + 2);
+            let chunk = self.read_exact_body(size + 2)?;
+            if size == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..size]);
+            if body.len() > 16 << 20 {
+                return Err(Outcome::Garbled(body));
+            }
+        }
+    }
 }
