@@ -27,7 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server (the default).
     Serve(ServeArgs),
-    /// Report on the snapshot files of a data dir (or one file), without any lock.
+    /// Report on the snapshot files and the log of a data dir (or one snapshot file), without
+    /// any lock.
     Inspect(InspectArgs),
 }
 
@@ -37,10 +38,11 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the chosen one is printed).
     #[arg(long, env = "TWINKV_ADDR", default_value = defaults::ADDR)]
     pub addr: String,
-    /// Directory for the snapshot files and the lock file; created if missing.
+    /// Directory for the log, the snapshot files and the lock file; created if missing.
     #[arg(long, env = "TWINKV_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
-    /// When a write is answered: `async` once visible, `sync` once in a flushed snapshot.
+    /// When a write is answered: `async` once its log record is written, `sync` once it is
+    /// flushed to disk.
     #[arg(
         long,
         env = "TWINKV_DURABILITY",
@@ -49,9 +51,17 @@ pub struct ServeArgs {
             .try_map(|s| s.parse::<Durability>()),
     )]
     pub durability: Durability,
-    /// In `async`, the longest a write waits before a snapshot holding it starts.
-    #[arg(long, env = "TWINKV_SNAPSHOT_INTERVAL_MS", default_value_t = defaults::SNAPSHOT_INTERVAL_MS)]
-    pub snapshot_interval_ms: u64,
+    /// In `async`, the longest an answered write stays in the log unflushed (power loss loses
+    /// at most this much; a crash of the process loses nothing).
+    #[arg(long, env = "TWINKV_FSYNC_INTERVAL_MS", default_value_t = defaults::FSYNC_INTERVAL_MS)]
+    pub fsync_interval_ms: u64,
+    /// A snapshot starts once the log since the newest one holds this many bytes and at least
+    /// as many as that snapshot's image.
+    #[arg(long, env = "TWINKV_CHECKPOINT_LOG_BYTES", default_value_t = defaults::CHECKPOINT_LOG_BYTES)]
+    pub checkpoint_log_bytes: u64,
+    /// Log segments roll at this size (for tests of rolling and compaction).
+    #[arg(long, env = "TWINKV_LOG_SEGMENT_BYTES", default_value_t = defaults::LOG_SEGMENT_BYTES, hide = true)]
+    pub log_segment_bytes: u64,
     /// Longest key, in bytes of UTF-8 (at most 65536).
     #[arg(long, env = "TWINKV_MAX_KEY_BYTES", default_value_t = defaults::MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
@@ -78,10 +88,11 @@ pub struct InspectArgs {
     /// A data dir, or one snapshot file.
     #[arg(default_value = defaults::DATA_DIR)]
     pub path: PathBuf,
-    /// Print `{"files": [...], "recovers_from": ...}` instead of the human report.
+    /// Print `{"files": [...], "log": [...], "recovers_from": ..., "recovers_to_seq": n}`
+    /// instead of the human report.
     #[arg(long, conflicts_with = "dump")]
     pub json: bool,
-    /// Print the data map recovery would load, as one JSON object.
+    /// Print the data map recovery would load (snapshot plus log), as one JSON object.
     #[arg(long)]
     pub dump: bool,
 }

@@ -38,8 +38,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// When writes are answered.
     pub durability: Durability,
-    /// Longest wait before a snapshot starts in `async`.
-    pub snapshot_interval: Duration,
+    /// In `async`, the longest an answered write stays in the log unflushed.
+    pub fsync_interval: Duration,
+    /// Log bytes since the newest snapshot that start the next one.
+    pub checkpoint_log_bytes: u64,
+    /// Log segments roll at this size.
+    pub log_segment_bytes: u64,
     /// Request size limits.
     pub limits: Limits,
     /// HTTP worker threads.
@@ -118,7 +122,13 @@ impl Config {
             addr,
             data_dir: args.data_dir.clone(),
             durability: args.durability,
-            snapshot_interval: Duration::from_millis(args.snapshot_interval_ms),
+            fsync_interval: Duration::from_millis(positive(
+                args.fsync_interval_ms as usize,
+                "fsync-interval-ms",
+            )? as u64),
+            checkpoint_log_bytes: args.checkpoint_log_bytes,
+            log_segment_bytes: positive(args.log_segment_bytes as usize, "log-segment-bytes")?
+                as u64,
             limits,
             workers,
             auth_token: args.auth_token.clone(),
@@ -167,7 +177,8 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.durability, Durability::Async);
-        assert_eq!(c.snapshot_interval, Duration::from_millis(100));
+        assert_eq!(c.fsync_interval, Duration::from_millis(100));
+        assert_eq!(c.checkpoint_log_bytes, 67_108_864);
         assert_eq!(c.limits, Limits::default());
         assert!(c.workers >= 1);
         assert_eq!(c.auth_token, None);

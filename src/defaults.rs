@@ -7,9 +7,11 @@ pub const ADDR: &str = "127.0.0.1:8080";
 pub const DATA_DIR: &str = "./data";
 /// `--durability`.
 pub const DURABILITY: &str = "async";
-/// `--snapshot-interval-ms`: in `async`, the longest a write waits before a snapshot holding it
-/// starts.
-pub const SNAPSHOT_INTERVAL_MS: u64 = 100;
+/// `--fsync-interval-ms`: in `async`, the longest an answered write stays in the log unflushed.
+pub const FSYNC_INTERVAL_MS: u64 = 100;
+/// `--checkpoint-log-bytes`: a snapshot starts once the log since the newest one holds this
+/// many bytes (and at least as many as that snapshot's image).
+pub const CHECKPOINT_LOG_BYTES: u64 = 64 * 1024 * 1024;
 /// `--max-key-bytes`.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// The largest `--max-key-bytes` accepted: keys are stored with a 32-bit length, and no URL a
@@ -23,3 +25,5 @@ pub const MAX_BATCH_BYTES: usize = 16_777_216;
 pub const MAX_LIST_LIMIT: usize = 10_000;
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
+/// The hidden `--log-segment-bytes`: log segments roll at this size.
+pub const LOG_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;

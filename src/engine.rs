@@ -1,5 +1,6 @@
-//! The storage composition root: lock the data dir, recover, start the writer and the
-//! snapshot thread, and wire them through the store's seam. Everything but HTTP.
+//! The storage composition root: lock the data dir, recover (snapshot, then log), start the
+//! writer, the log and the snapshot thread, and wire them through the store's seam.
+//! Everything but HTTP.
 //!
 //! `serve` wraps an [`Engine`] in an HTTP server; the model test and tools use it directly to
 //! restart in-process.
@@ -10,10 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicU64;
+
 use arc_swap::ArcSwap;
 
-use crate::snapshot::recover::{Depth, RecoverError, Scan};
-use crate::snapshot::{Recovered, SnapshotError, SnapshotStatus, Snapshotter};
+use crate::defaults;
+use crate::log::file::Disk;
+use crate::log::scan::{self, Torn};
+use crate::log::{Compactor, Log, LogError, LogHandle, LogStats};
+use crate::metrics::Metrics;
+use crate::recovery::{self, Loaded, RecoveryError};
+use crate::snapshot::format::Position;
+use crate::snapshot::recover::Depth;
+use crate::snapshot::{Policy, SnapshotError, SnapshotStatus, Snapshotter, Start as SnapshotStart};
 use crate::store::{Downstream, Durability, Faults, Initial, MarkWatch, Store, WriteError};
 
 /// Name of the lock file in the data dir.
@@ -39,9 +49,12 @@ pub enum EngineError {
         /// What the lock file says of its holder.
         holder: String,
     },
-    /// The snapshot files cannot be recovered.
+    /// The snapshot files or the log cannot be recovered.
     #[error(transparent)]
-    Recover(#[from] RecoverError),
+    Recover(#[from] RecoveryError),
+    /// The log cannot be opened for appending.
+    #[error(transparent)]
+    Log(Arc<LogError>),
     /// The snapshot thread failed to start, or its final image failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -97,88 +110,177 @@ impl DirLock {
     }
 }
 
-/// The store and its snapshot thread, opened on a locked data dir.
+/// How the engine runs: the durability flags of `serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// When writes are answered.
+    pub durability: Durability,
+    /// In `async`, the longest an answered write stays in the log unflushed.
+    pub fsync_interval: Duration,
+    /// A checkpoint starts once the log since the newest image holds this many bytes (and at
+    /// least as many as that image).
+    pub checkpoint_log_bytes: u64,
+    /// Log segments roll at this size.
+    pub segment_bytes: u64,
+}
+
+impl Settings {
+    /// The defaults of `serve`, in `durability` mode.
+    pub fn new(durability: Durability) -> Settings {
+        Settings {
+            durability,
+            fsync_interval: Duration::from_millis(defaults::FSYNC_INTERVAL_MS),
+            checkpoint_log_bytes: defaults::CHECKPOINT_LOG_BYTES,
+            segment_bytes: crate::log::SEGMENT_BYTES,
+        }
+    }
+}
+
+/// What recovery did at start, for the `recovered` line.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The snapshot loaded, if any.
+    pub image: Option<Loaded>,
+    /// Records replayed after it.
+    pub replayed: u64,
+    /// The seq recovered.
+    pub seq: u64,
+    /// Keys recovered.
+    pub keys: u64,
+    /// How long it took.
+    pub time: Duration,
+    /// A torn log tail that was cut, and where its bytes were kept.
+    pub torn: Option<(Torn, PathBuf)>,
+}
+
+/// The store, its log and its snapshot thread, opened on a locked data dir.
 #[derive(Debug)]
 pub struct Engine {
     /// The map and its writer.
     pub store: Store,
-    /// What recovery loaded, if anything.
-    pub recovered: Option<Recovered>,
+    /// What recovery did.
+    pub recovered: Recovered,
     /// The data dir, absolute.
     pub dir: PathBuf,
-    /// How long recovery took.
-    pub recovery_time: Duration,
     /// Background threads that died.
     pub faults: Faults,
+    /// Request counters and fsync timings, rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
+    log: LogHandle,
     snapshotter: Snapshotter,
     _lock: DirLock,
 }
 
 impl Engine {
-    /// Locks `data_dir` (creating it), recovers the newest valid image, starts both threads.
-    pub fn open(
-        data_dir: &Path,
-        durability: Durability,
-        snapshot_interval: Duration,
-    ) -> Result<Engine, EngineError> {
+    /// Locks `data_dir` (creating it), recovers the newest valid image and the log after it,
+    /// and starts the writer, the log flusher and the snapshot thread.
+    pub fn open(data_dir: &Path, settings: &Settings) -> Result<Engine, EngineError> {
         let dir = std::path::absolute(data_dir).map_err(|source| EngineError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        fs::create_dir_all(&dir).map_err(|source| EngineError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
+        let log_dir = dir.join(crate::log::DIR);
+        for d in [&dir, &log_dir] {
+            fs::create_dir_all(d).map_err(|source| EngineError::DataDir {
+                path: d.clone(),
+                source,
+            })?;
+        }
         let lock = DirLock::acquire(&dir)?;
 
         let started = Instant::now();
         tracing::info!(dir = %dir.display(), "recovering");
-        let (initial, recovered) = match Scan::dir(&dir, Depth::Newest)?.into_recovery()? {
-            Some((path, capacity, image)) => {
-                let recovered = Recovered {
-                    path,
-                    capacity,
-                    seq: image.seq,
-                    bytes: image.len as u64,
-                    written_at: image.written_at,
-                };
-                let initial = Initial {
-                    entries: image.entries,
-                    seq: image.seq,
-                };
-                (initial, Some(recovered))
+        let rec = recovery::recover(&dir, Depth::Newest)?;
+        let torn = match &rec.log.torn {
+            Some(t) => {
+                let kept = scan::repair(t).map_err(|source| EngineError::DataDir {
+                    path: t.path.clone(),
+                    source,
+                })?;
+                tracing::warn!(
+                    segment = %t.path.display(), offset = t.offset, bytes = t.bytes,
+                    kept = %kept.display(),
+                    "cut a torn record off the end of the log (it was never answered)"
+                );
+                Some((t.clone(), kept))
             }
-            None => (Initial::default(), None),
+            None => None,
         };
-        let keys = initial.entries.len();
+        let last_segment = rec.log.segments.last();
+        let start = crate::log::Start {
+            segment: last_segment.map(|s| s.first_index),
+            segment_len: match (&torn, last_segment) {
+                (Some((t, _)), _) => t.offset,
+                (None, Some(s)) => s.bytes,
+                (None, None) => 0,
+            },
+            next_index: rec.log_index + 1,
+            seq: rec.seq,
+        };
+        let metrics = Arc::new(Metrics::default());
         let faults = Faults::default();
-        let (feed, snapshotter) = Snapshotter::start(
-            &dir,
-            &initial.entries,
-            recovered.clone(),
-            snapshot_interval,
+        let options = crate::log::Options {
+            dir: log_dir.clone(),
+            segment_bytes: settings.segment_bytes.max(1),
+            fsync_interval: match settings.durability {
+                Durability::Async => Some(settings.fsync_interval),
+                Durability::Sync => None,
+            },
+        };
+        let (log, log_handle) = Log::open(
+            options,
+            Arc::new(Disk),
+            start,
+            Arc::clone(&metrics),
             &faults,
-        )?;
+        )
+        .map_err(|e| EngineError::Log(Arc::new(e)))?;
+        let compactor = Compactor { dir: log_dir };
+        let policy = Policy {
+            checkpoint_log_bytes: settings.checkpoint_log_bytes,
+            compact: Box::new(move |index| compactor.delete_through(index)),
+        };
+        let snap_start = SnapshotStart {
+            image: rec.image.clone(),
+            at: Position {
+                seq: rec.seq,
+                log_index: rec.log_index,
+            },
+            log_bytes: rec.replayed_bytes,
+        };
+        let (feed, snapshotter) =
+            Snapshotter::start(&dir, &rec.entries, snap_start, policy, &faults)?;
+        let keys = rec.entries.len() as u64;
+        let initial = Initial {
+            entries: rec.entries,
+            seq: rec.seq,
+        };
         let downstream = Downstream {
+            journal: Some(Box::new(log)),
             sinks: vec![Box::new(feed)],
-            durable: Some(snapshotter.marks.clone()),
             faults: faults.clone(),
         };
-        let store = Store::start(initial, durability, downstream).map_err(EngineError::Spawn)?;
-        let recovery_time = started.elapsed();
-        match &recovered {
-            Some(r) => tracing::info!(
-                file = %r.path.display(), seq = r.seq, keys,
-                ms = recovery_time.as_millis() as u64, "recovered"
-            ),
-            None => tracing::info!(dir = %dir.display(), "no snapshot: starting empty"),
-        }
+        let store =
+            Store::start(initial, settings.durability, downstream).map_err(EngineError::Spawn)?;
+        let recovered = Recovered {
+            image: rec.image,
+            replayed: rec.replayed,
+            seq: rec.seq,
+            keys,
+            time: started.elapsed(),
+            torn,
+        };
+        tracing::info!(
+            seq = recovered.seq, keys, replayed = recovered.replayed,
+            ms = recovered.time.as_millis() as u64, "recovered"
+        );
         Ok(Engine {
             store,
             recovered,
             dir,
-            recovery_time,
             faults,
+            metrics,
+            log: log_handle,
             snapshotter,
             _lock: lock,
         })
@@ -194,6 +296,21 @@ impl Engine {
         self.snapshotter.marks.clone()
     }
 
+    /// Log bytes since the newest snapshot.
+    pub fn log_bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.snapshotter.log_bytes)
+    }
+
+    /// "Every write up to seq N survives power loss", and the log's last failure.
+    pub fn log_marks(&self) -> MarkWatch {
+        self.log.marks.clone()
+    }
+
+    /// The log's flush and byte counts.
+    pub fn log_stats(&self) -> Arc<LogStats> {
+        Arc::clone(&self.log.stats)
+    }
+
     /// Waits until every write applied so far is in a flushed snapshot; returns its report.
     pub async fn checkpoint(&self) -> Result<Arc<SnapshotStatus>, WriteError> {
         let waiter = self.snapshotter.marks.waiter();
@@ -202,11 +319,13 @@ impl Engine {
         Ok(self.snapshotter.status.load_full())
     }
 
-    /// Stops the writer (after what it has drained), then waits for the final snapshot.
+    /// Stops the writer (after what it has drained; dropping it flushes the log), then waits
+    /// for the flusher and the final snapshot.
     ///
     /// After a fault it still writes what it can, then reports the fault.
     pub fn close(self) -> Result<(), EngineError> {
         self.store.shutdown();
+        self.log.join();
         let snapshot = self.snapshotter.join();
         if let Some(reason) = self.faults.get() {
             return Err(EngineError::Faulted(reason));

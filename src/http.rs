@@ -21,7 +21,10 @@ pub use error::ApiError;
 
 use arc_swap::ArcSwap;
 
+use std::sync::atomic::AtomicU64;
+
 use crate::config::Limits;
+use crate::log::LogStats;
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStatus;
 use crate::store::{Durability, Faults, MarkWatch, Reader, StoreHandle};
@@ -38,6 +41,12 @@ pub struct AppState {
     pub snapshot: Arc<ArcSwap<SnapshotStatus>>,
     /// Where `POST /snapshot` waits for its seq to be in a flushed image.
     pub snapshot_marks: MarkWatch,
+    /// "Every write up to seq N survives power loss", and the log's last failure.
+    pub log_marks: MarkWatch,
+    /// Log bytes since the newest snapshot.
+    pub log_bytes: Arc<AtomicU64>,
+    /// The log's flush and byte counts.
+    pub log_stats: Arc<LogStats>,
     /// Background threads that died: `/health` reports them.
     pub faults: Faults,
     /// Request counters and the rendering of `/metrics`.

@@ -1,4 +1,5 @@
-//! `inspect`: report on slot files to a person or a script, and say what recovery would load.
+//! `inspect`: report on slot files and the log to a person or a script, and say what recovery
+//! would load.
 //!
 //! Reads files with ordinary reads and takes no lock, so it works beside a running server.
 
@@ -7,6 +8,7 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::recovery::{self, Recovery, RecoveryError};
 use crate::snapshot::format;
 use crate::snapshot::recover::{Depth, RecoverError, Scan};
 use crate::Chain;
@@ -14,9 +16,9 @@ use crate::Chain;
 /// How to report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// A line per file, then the verdict.
+    /// A paragraph per file, then the verdict.
     Human,
-    /// `{"files": [...], "recovers_from": ...}`.
+    /// `{"files": [...], "log": [...], "recovers_from": ..., "recovers_to_seq": n}`.
     Json,
     /// The data map recovery would load.
     Dump,
@@ -24,7 +26,7 @@ pub enum Mode {
 
 /// Exit status: recovery would succeed (also for a dir with no snapshot).
 pub const EXIT_OK: u8 = 0;
-/// Exit status: snapshot files exist but none is valid.
+/// Exit status: recovery would refuse (no valid snapshot among existing ones, a damaged log).
 pub const EXIT_NO_VALID: u8 = 1;
 /// Exit status: usage error or missing path.
 pub const EXIT_USAGE: u8 = 2;
@@ -34,7 +36,20 @@ pub const EXIT_USAGE: u8 = 2;
 /// A reader of `out` that went away (`inspect --dump | head`) is not an error: the status is
 /// what it would have been. Any other failure to write the report is said on `err`, status 1.
 pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let scan = match Scan::dir_or_file(path, Depth::Every) {
+    let abs = match std::path::absolute(path) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(err, "twinkv inspect: cannot open {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
+    };
+    // A data dir has a log beside its slots; a single slot file is reported alone.
+    let log_dir = if abs.is_dir() {
+        abs.join(crate::log::DIR)
+    } else {
+        abs.with_file_name("\0no log for a single file")
+    };
+    let scan = match Scan::dir_or_file(&abs, Depth::Every) {
         Ok(scan) => scan,
         Err(e) => {
             let _ = writeln!(err, "twinkv inspect: {}", Chain(&e));
@@ -44,12 +59,14 @@ pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write
             };
         }
     };
-    let status = if scan.files.is_empty() || scan.best.is_some() {
+    let files = slot_reports(&scan);
+    let result = recovery::recover_scan(scan, &log_dir);
+    let status = if result.is_ok() {
         EXIT_OK
     } else {
         EXIT_NO_VALID
     };
-    match report(&scan, path, mode, status, out, err).and_then(|()| out.flush()) {
+    match report(&files, &result, &abs, mode, out, err).and_then(|()| out.flush()) {
         Ok(()) => status,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => status,
         Err(e) => {
@@ -59,79 +76,151 @@ pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write
     }
 }
 
+/// One JSON object per slot file.
+fn slot_reports(scan: &Scan) -> Vec<serde_json::Value> {
+    scan.files
+        .iter()
+        .map(|f| match &f.result {
+            Ok(s) => json!({
+                "path": f.path, "valid": true, "error": null, "seq": s.seq,
+                "count": s.count, "bytes": s.bytes, "capacity": f.capacity,
+                "written_at": s.written_at, "log_index": s.log_index,
+            }),
+            Err(e) => json!({
+                "path": f.path, "valid": false, "error": Chain(e).to_string(), "seq": null,
+                "count": null, "bytes": null, "capacity": f.capacity,
+                "written_at": null, "log_index": null,
+            }),
+        })
+        .collect()
+}
+
+fn log_reports(rec: &Result<Recovery, RecoveryError>) -> Vec<serde_json::Value> {
+    let Ok(rec) = rec else {
+        return Vec::new();
+    };
+    rec.log
+        .segments
+        .iter()
+        .map(|s| {
+            let torn = rec.log.torn.as_ref().filter(|t| t.path == s.path);
+            json!({
+                "path": s.path, "valid": s.error.is_none(), "error": s.error,
+                "first_index": s.first_index, "last_index": s.last_index,
+                "first_seq": s.seqs.map(|x| x.0), "last_seq": s.seqs.map(|x| x.1),
+                "bytes": s.bytes,
+                "torn_tail": torn.map(|t| json!({"offset": t.offset, "bytes": t.bytes})),
+            })
+        })
+        .collect()
+}
+
 fn report(
-    scan: &Scan,
+    files: &[serde_json::Value],
+    rec: &Result<Recovery, RecoveryError>,
     path: &Path,
     mode: Mode,
-    status: u8,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<()> {
     match mode {
-        Mode::Human => human(scan, path, out)?,
+        Mode::Human => human(files, rec, path, out),
         Mode::Json => {
-            let files: Vec<_> = scan
-                .files
-                .iter()
-                .map(|f| match &f.result {
-                    Ok(s) => json!({
-                        "path": f.path, "valid": true, "error": null, "seq": s.seq,
-                        "count": s.count, "bytes": s.bytes, "capacity": f.capacity,
-                        "written_at": s.written_at,
-                    }),
-                    Err(e) => json!({
-                        "path": f.path, "valid": false, "error": Chain(e).to_string(), "seq": null,
-                        "count": null, "bytes": null, "capacity": f.capacity,
-                        "written_at": null,
-                    }),
-                })
-                .collect();
-            let doc = json!({ "files": files, "recovers_from": scan.recovers_from() });
+            let (from, to) = match rec {
+                Ok(r) => (json!(r.image.as_ref().map(|i| &i.path)), json!(r.seq)),
+                Err(_) => (json!(null), json!(null)),
+            };
+            let mut doc = json!({
+                "files": files,
+                "log": log_reports(rec),
+                "recovers_from": from,
+                "recovers_to_seq": to,
+            });
+            if let Err(e) = rec {
+                doc["error"] = json!(Chain(e).to_string());
+            }
             serde_json::to_writer_pretty(&mut *out, &doc)?;
-            writeln!(out)?;
+            writeln!(out)
         }
-        Mode::Dump => match &scan.best {
-            Some((_, image)) => format::dump(out, &image.entries)?,
-            None if status == EXIT_OK => writeln!(out, "{{}}")?,
-            None => writeln!(err, "twinkv inspect: no valid snapshot to dump")?,
+        Mode::Dump => match rec {
+            Ok(r) => format::dump(out, &r.entries),
+            Err(e) => writeln!(err, "twinkv inspect: nothing to dump: {}", Chain(e)),
         },
     }
-    Ok(())
 }
 
-fn human(scan: &Scan, path: &Path, out: &mut dyn Write) -> io::Result<()> {
-    if scan.files.is_empty() {
-        return writeln!(
-            out,
-            "no snapshot files in {}: a server would start empty",
-            path.display()
-        );
+fn human(
+    files: &[serde_json::Value],
+    rec: &Result<Recovery, RecoveryError>,
+    path: &Path,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    if files.is_empty() {
+        writeln!(out, "no snapshot files in {}", path.display())?;
     }
-    for f in &scan.files {
-        writeln!(out, "{}", f.path.display())?;
-        writeln!(out, "  file size:  {} bytes", f.capacity)?;
-        match &f.result {
-            Ok(s) => {
-                writeln!(out, "  valid:      yes")?;
-                writeln!(out, "  image:      {} bytes", s.bytes)?;
-                writeln!(out, "  seq:        {}", s.seq)?;
-                writeln!(out, "  keys:       {}", s.count)?;
-                writeln!(out, "  written at: {}", s.written_at)?;
-            }
-            Err(e) => writeln!(out, "  valid:      NO, {}", Chain(e))?,
+    for f in files {
+        writeln!(out, "{}", f["path"].as_str().unwrap_or("?"))?;
+        writeln!(out, "  file size:  {} bytes", f["capacity"])?;
+        if f["valid"] == true {
+            writeln!(out, "  valid:      yes")?;
+            writeln!(out, "  image:      {} bytes", f["bytes"])?;
+            writeln!(out, "  seq:        {}", f["seq"])?;
+            writeln!(out, "  keys:       {}", f["count"])?;
+            writeln!(out, "  log index:  {}", f["log_index"])?;
+            writeln!(
+                out,
+                "  written at: {}",
+                f["written_at"].as_str().unwrap_or("?")
+            )?;
+        } else {
+            writeln!(
+                out,
+                "  valid:      NO, {}",
+                f["error"].as_str().unwrap_or("?")
+            )?;
         }
     }
-    match &scan.best {
-        Some((i, image)) => writeln!(
+    match rec {
+        Ok(r) => {
+            if r.log.segments.is_empty() {
+                writeln!(out, "log: no segments")?;
+            }
+            for s in &r.log.segments {
+                writeln!(out, "{}", s.path.display())?;
+                writeln!(out, "  file size:  {} bytes", s.bytes)?;
+                match (s.last_index, s.seqs) {
+                    (Some(last), Some((a, b))) => writeln!(
+                        out,
+                        "  records:    index {}..={last}, seq {a}..={b}",
+                        s.first_index
+                    )?,
+                    _ => writeln!(out, "  records:    none (starts at index {})", s.first_index)?,
+                }
+                writeln!(out, "  valid:      yes")?;
+                if let Some(t) = r.log.torn.as_ref().filter(|t| t.path == s.path) {
+                    writeln!(
+                        out,
+                        "  torn tail:  {} bytes at offset {} (never answered; cut at start)",
+                        t.bytes, t.offset
+                    )?;
+                }
+            }
+            let from = match &r.image {
+                Some(i) => format!("{} (seq {})", i.path.display(), i.seq),
+                None => "no snapshot".into(),
+            };
+            writeln!(
+                out,
+                "recovery would load {from} + {} log records: seq {}, {} keys",
+                r.replayed,
+                r.seq,
+                r.entries.len()
+            )
+        }
+        Err(e) => writeln!(
             out,
-            "recovery would load {} (seq {}, {} keys)",
-            scan.files[*i].path.display(),
-            image.seq,
-            image.entries.len()
-        ),
-        None => writeln!(
-            out,
-            "no valid snapshot: a server would refuse to start on this data dir"
+            "a server would refuse to start on this data dir: {}",
+            Chain(e)
         ),
     }
 }

@@ -14,9 +14,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Settings};
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
 
 /// Pending connections the kernel queues for a listener `run` binds: actix's own default.
 /// `std::net::TcpListener::bind` asks for 128, and a burst of connects beyond it waits a second
@@ -94,30 +93,41 @@ pub fn serve(
     if config.fault == Some(crate::config::TestFault::SnapshotPanic) {
         crate::snapshot::inject_panic_at_next_attempt();
     }
-    let engine = Engine::open(
-        &config.data_dir,
-        config.durability,
-        config.snapshot_interval,
-    )?;
-    let keys = engine.store.readers().reader().stats().keys;
-    let ms = engine.recovery_time.as_millis();
-    let line = match &engine.recovered {
-        Some(r) => format!(
-            "recovered {} seq={} keys={keys} in {ms} ms",
-            r.path.display(),
-            r.seq
-        ),
-        None => format!(
-            "recovered nothing (no snapshot in {}) seq=0 keys=0 in {ms} ms",
-            config.data_dir.display()
-        ),
+    let engine = Engine::open(&config.data_dir, &settings(config))?;
+    let r = &engine.recovered;
+    let ms = r.time.as_millis();
+    let from = match &r.image {
+        Some(image) => image.path.display().to_string(),
+        None => format!("nothing (no snapshot in {})", config.data_dir.display()),
     };
-    say(&line);
+    if let Some((torn, kept)) = &r.torn {
+        say(&format!(
+            "cut a torn log tail: {} bytes at offset {} of {} (kept in {})",
+            torn.bytes,
+            torn.offset,
+            torn.path.display(),
+            kept.display()
+        ));
+    }
+    say(&format!(
+        "recovered {from} + {} log records seq={} keys={} in {ms} ms",
+        r.replayed, r.seq, r.keys
+    ));
     let http_result = run_http(config, listener, &engine, shutdown);
     // HTTP has stopped: no new writes. Drain the writer, then let the snapshot thread finish.
     let closed = engine.close();
     http_result?;
     Ok(closed?)
+}
+
+/// The engine's settings from the validated flags.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        durability: config.durability,
+        fsync_interval: config.fsync_interval,
+        checkpoint_log_bytes: config.checkpoint_log_bytes,
+        segment_bytes: config.log_segment_bytes,
+    }
 }
 
 /// Prints a line on stdout for scripts; a closed or full stdout is no reason to stop serving.
@@ -137,8 +147,11 @@ fn run_http(
         store: engine.store.handle(),
         snapshot: engine.snapshot_status(),
         snapshot_marks: engine.snapshot_marks(),
+        log_marks: engine.log_marks(),
+        log_bytes: engine.log_bytes(),
+        log_stats: engine.log_stats(),
         faults: engine.faults.clone(),
-        metrics: std::sync::Arc::new(Metrics::default()),
+        metrics: std::sync::Arc::clone(&engine.metrics),
         limits: config.limits,
         auth_token: config.auth_token.clone(),
         durability: config.durability,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -60,7 +61,9 @@ pub enum SnapshotError {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotStatus {
     /// Seq held by the newest flushed image.
-    pub durable_seq: u64,
+    pub seq: u64,
+    /// The last log record that image holds.
+    pub log_index: u64,
     /// That image's slot file; `None` before any snapshot exists.
     pub file: Option<PathBuf>,
     /// The image's length in bytes.
@@ -105,19 +108,33 @@ impl Sink for Feed {
     }
 }
 
-/// What was recovered at start, so the thread knows which slot holds the newest image.
+/// When the thread writes an image, and what it may delete afterwards.
+pub struct Policy {
+    /// Write an image once the log since the newest one holds this many bytes and at least
+    /// as many as that image.
+    pub checkpoint_log_bytes: u64,
+    /// Deletes the log segments wholly at or below a record index (both slots cover them).
+    pub compact: Box<dyn FnMut(u64) -> io::Result<usize> + Send>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("checkpoint_log_bytes", &self.checkpoint_log_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the thread starts: the image recovery loaded (if any) and the replica's position.
 #[derive(Debug, Clone)]
-pub struct Recovered {
-    /// The slot file loaded.
-    pub path: PathBuf,
-    /// Its length on disk.
-    pub capacity: u64,
-    /// The image's seq.
-    pub seq: u64,
-    /// The image's length.
-    pub bytes: u64,
-    /// When it was written.
-    pub written_at: String,
+pub struct Start {
+    /// The slot file holding the newest image, with its length on disk, image length, seq,
+    /// log index and time.
+    pub image: Option<crate::recovery::Loaded>,
+    /// Where the replica (the recovered map) stands: the image plus the log replayed.
+    pub at: format::Position,
+    /// Log bytes after the image (what replay read): counts toward the next checkpoint.
+    pub log_bytes: u64,
 }
 
 /// The running snapshot thread.
@@ -127,9 +144,10 @@ pub struct Snapshotter {
     join: JoinHandle<Option<Result<(), SnapshotError>>>,
     /// The thread's latest report, replaced whole after every attempt.
     pub status: Arc<ArcSwap<SnapshotStatus>>,
-    /// "Every write up to N is in a flushed image": what `POST /snapshot` (and, until the log
-    /// exists, a `sync` write) waits on.
+    /// "Every write up to N is in a flushed image": what `POST /snapshot` waits on.
     pub marks: MarkWatch,
+    /// Log bytes written since the newest image.
+    pub log_bytes: Arc<AtomicU64>,
 }
 
 impl Snapshotter {
@@ -140,8 +158,8 @@ impl Snapshotter {
     pub fn start(
         dir: &Path,
         entries: &Entries,
-        recovered: Option<Recovered>,
-        interval: Duration,
+        start: Start,
+        policy: Policy,
         faults: &Faults,
     ) -> Result<(Feed, Snapshotter), SnapshotError> {
         let paths = recover::SLOT_NAMES.map(|n| dir.join(n));
@@ -153,38 +171,42 @@ impl Snapshotter {
                     .map_err(|source| SnapshotError::Cleanup { path: tmp, source })?;
             }
         }
-        let seq = recovered.as_ref().map_or(0, |r| r.seq);
+        let image = start.image.as_ref();
         // Overwrite the slot that does not hold the recovered image.
-        let next = match &recovered {
+        let next = match image {
             Some(r) if r.path == paths[0] => 1,
             _ => 0,
         };
-        let status = Arc::new(ArcSwap::from_pointee(match &recovered {
+        let status = Arc::new(ArcSwap::from_pointee(match image {
             Some(r) => SnapshotStatus {
-                durable_seq: r.seq,
+                seq: r.seq,
+                log_index: r.log_index,
                 file: Some(r.path.clone()),
                 bytes: r.bytes,
                 capacity: r.capacity,
-                keys: entries.len() as u64,
+                keys: r.keys,
                 written_at: Some(r.written_at.clone()),
                 ..SnapshotStatus::default()
             },
             None => SnapshotStatus::default(),
         }));
-        let (mark_tx, mark_rx) = marks(seq);
+        let image_seq = image.map_or(0, |r| r.seq);
+        let (mark_tx, mark_rx) = marks(image_seq);
+        let log_bytes = Arc::new(AtomicU64::new(start.log_bytes));
         let worker = worker::Worker {
             paths,
             slots: [None, None],
             next,
             replica: entries.clone(),
-            applied: seq,
-            durable: seq,
-            wanted: seq,
-            urgent: false,
-            interval,
+            applied: start.at,
+            durable: image_seq,
+            newest_index: image.map(|r| r.log_index),
+            image_bytes: image.map_or(0, |r| r.bytes),
+            wanted: image_seq,
+            policy,
             status: Arc::clone(&status),
             marks: mark_tx,
-            deadline: None,
+            log_bytes: Arc::clone(&log_bytes),
             retry_at: None,
         };
         let (tx, rx) = mpsc::channel();
@@ -197,6 +219,7 @@ impl Snapshotter {
                 join,
                 status,
                 marks: mark_rx,
+                log_bytes,
             },
         ))
     }

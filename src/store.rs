@@ -3,9 +3,10 @@
 //! [`Store::start`] spawns the writer and hands out two things: a [`ReaderFactory`] (one
 //! [`Reader`] per HTTP worker) and a cloneable [`StoreHandle`] that sends write commands over a
 //! channel. The writer answers each command through a oneshot channel once the change is
-//! visible to readers. Durability is downstream's business (the [`seam`] module): the writer
-//! hands every published batch to the attached [`Sink`]s, and a `sync` write then waits on a
-//! [`MarkWatch`] until its own seq is reported durable.
+//! visible to readers and as durable as its mode promises. Persistence plugs in through the
+//! [`seam`] module: the writer appends every accepted write to a [`Journal`] (the log) before
+//! it applies it, flushing first in `sync`, and hands every published batch to the attached
+//! [`Sink`]s (the snapshot thread).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -23,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod apply;
 mod op;
 mod reader;
 pub mod seam;
@@ -36,9 +38,13 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+pub use apply::{Apply, Logged, Write};
 pub use op::{Entries, Op};
 pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
-pub use seam::{marks, Faults, MarkSender, MarkWatch, NotDurable, Published, SharedError, Sink};
+pub use seam::{
+    marks, Appended, Faults, Journal, MarkSender, MarkWatch, NotDurable, Published, SharedError,
+    Sink,
+};
 pub use value::{Entry, PendingValue};
 
 /// When a write is answered.
@@ -95,6 +101,9 @@ pub enum WriteError {
     /// The write was applied but could not be made durable.
     #[error(transparent)]
     NotDurable(#[from] NotDurable),
+    /// The log could not take the write: nothing was applied.
+    #[error("the write was not applied: the log failed")]
+    LogFailed(#[source] SharedError),
     /// A background thread died: no write is accepted any more.
     #[error("no write is accepted: {0}")]
     Halted(Arc<String>),
@@ -112,6 +121,7 @@ impl PartialEq for WriteError {
             | (ShuttingDown, ShuttingDown) => true,
             (Halted(a), Halted(b)) => a == b,
             (NotDurable(a), NotDurable(b)) => a.to_string() == b.to_string(),
+            (LogFailed(a), LogFailed(b)) => a.to_string() == b.to_string(),
             _ => false,
         }
     }
@@ -171,25 +181,8 @@ type Reply = oneshot::Sender<Result<Written, WriteError>>;
 /// A message to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Set one key, if its conditions hold.
-    Put {
-        key: Arc<str>,
-        value: PendingValue,
-        cond: Conditions,
-        reply: Reply,
-    },
-    /// Remove one key, if present and its conditions hold.
-    Delete {
-        key: Arc<str>,
-        cond: Conditions,
-        reply: Reply,
-    },
-    /// Set and remove many keys at one seq (the caller has checked they are disjoint).
-    Batch {
-        puts: Vec<(Arc<str>, PendingValue)>,
-        deletes: Vec<Arc<str>>,
-        reply: Reply,
-    },
+    /// Apply one write, if its conditions hold.
+    Write { write: Write, reply: Reply },
     /// Ask downstream to make everything so far durable; answers with the seq to wait for.
     Checkpoint {
         reply: oneshot::Sender<Result<u64, WriteError>>,
@@ -210,11 +203,11 @@ pub struct Initial {
 /// What is attached downstream of the writer.
 #[derive(Debug, Default)]
 pub struct Downstream {
+    /// Where every accepted write is recorded before it is applied; `None`: the map lives in
+    /// memory only (benches, the doc example).
+    pub journal: Option<Box<dyn Journal>>,
     /// Told every published batch, in order.
     pub sinks: Vec<Box<dyn Sink>>,
-    /// Where a `sync` write waits for its seq; `None`: nothing makes writes durable, so a
-    /// `sync` write is answered once visible (benches, the doc example).
-    pub durable: Option<MarkWatch>,
     /// Background threads that died; checked before every batch.
     pub faults: Faults,
 }
@@ -224,8 +217,6 @@ pub struct Downstream {
 pub struct StoreHandle {
     /// The writer's inbox; unbounded, since every sender awaits its reply (connections bound it).
     tx: Sender<Command>,
-    /// Where `sync` writes wait for durability; `None` in `async` or with nothing downstream.
-    durable: Option<MarkWatch>,
 }
 
 impl StoreHandle {
@@ -236,19 +227,12 @@ impl StoreHandle {
         value: PendingValue,
         cond: Conditions,
     ) -> Result<Written, WriteError> {
-        self.write(|reply| Command::Put {
-            key,
-            value,
-            cond,
-            reply,
-        })
-        .await
+        self.write(Write::Put { key, value, cond }).await
     }
 
     /// Removes `key`.
     pub async fn delete(&self, key: Arc<str>, cond: Conditions) -> Result<Written, WriteError> {
-        self.write(|reply| Command::Delete { key, cond, reply })
-            .await
+        self.write(Write::Delete { key, cond }).await
     }
 
     /// Applies puts and deletes atomically at one seq. Keys must not appear in both.
@@ -257,12 +241,7 @@ impl StoreHandle {
         puts: Vec<(Arc<str>, PendingValue)>,
         deletes: Vec<Arc<str>>,
     ) -> Result<Written, WriteError> {
-        self.write(|reply| Command::Batch {
-            puts,
-            deletes,
-            reply,
-        })
-        .await
+        self.write(Write::Batch { puts, deletes }).await
     }
 
     /// Asks downstream to make every write applied so far durable; returns the seq to wait
@@ -275,33 +254,23 @@ impl StoreHandle {
 
     /// Like [`StoreHandle::put`], for threads outside an async runtime (benches, tools).
     pub fn put_blocking(&self, key: Arc<str>, value: PendingValue) -> Result<Written, WriteError> {
-        let waiter = self.durable.as_ref().map(MarkWatch::waiter);
-        let rx = self.send(|reply| Command::Put {
-            key,
-            value,
-            cond: Conditions::default(),
-            reply,
-        })?;
-        let written = rx.blocking_recv().map_err(|_| WriteError::ShuttingDown)??;
-        if let Some(w) = waiter {
-            futures_executor::block_on(w.wait(written.seq))?;
-        }
-        Ok(written)
+        self.put_nowait(key, value)?
+            .blocking_recv()
+            .map_err(|_| WriteError::ShuttingDown)?
     }
 
-    /// Sends a put without waiting; the receiver yields the reply once it is visible (not
-    /// durable: for benches that measure the writer alone).
+    /// Sends a put without waiting; the receiver yields the reply.
     pub fn put_nowait(
         &self,
         key: Arc<str>,
         value: PendingValue,
     ) -> Result<oneshot::Receiver<Result<Written, WriteError>>, WriteError> {
-        self.send(|reply| Command::Put {
+        let write = Write::Put {
             key,
             value,
             cond: Conditions::default(),
-            reply,
-        })
+        };
+        self.send(|reply| Command::Write { write, reply })
     }
 
     fn send<T>(
@@ -315,18 +284,12 @@ impl StoreHandle {
         Ok(rx)
     }
 
-    /// Sends a write, waits for it to be visible, then (in `sync`) for it to be durable.
-    async fn write(&self, make: impl FnOnce(Reply) -> Command) -> Result<Written, WriteError> {
-        // Taken before sending, so a failed attempt that covers this write is never missed.
-        let waiter = self.durable.as_ref().map(MarkWatch::waiter);
-        let written = self
-            .send(make)?
+    /// Sends a write and waits for its answer, which the writer sends once the write is
+    /// logged (and, in `sync`, flushed) and visible.
+    async fn write(&self, write: Write) -> Result<Written, WriteError> {
+        self.send(|reply| Command::Write { write, reply })?
             .await
-            .map_err(|_| WriteError::ShuttingDown)??;
-        if let Some(w) = waiter {
-            w.wait(written.seq).await?;
-        }
-        Ok(written)
+            .map_err(|_| WriteError::ShuttingDown)?
     }
 }
 
@@ -351,25 +314,22 @@ impl Store {
         drop(read);
         let (tx, commands) = mpsc::channel();
         let Downstream {
+            journal,
             sinks,
-            durable,
             faults,
         } = downstream;
-        let durable = match durability {
-            Durability::Sync => durable,
-            Durability::Async => None,
-        };
         let writer = writer::Writer {
             handle,
             commands,
+            journal,
             sinks,
             seq: initial.seq,
-            urgent: durability == Durability::Sync,
+            flush: durability == Durability::Sync,
             faults: faults.clone(),
         };
         let join = faults.spawn("twinkv-writer", move || writer.run())?;
         Ok(Store {
-            handle: StoreHandle { tx, durable },
+            handle: StoreHandle { tx },
             readers,
             writer: Some(join),
         })

@@ -4,9 +4,10 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{reader, state};
+use std::sync::atomic::Ordering;
+
+use super::{reader, state, AppState};
 use crate::metrics::{Figures, Metrics};
-use crate::snapshot::SnapshotStatus;
 use crate::store::NotDurable;
 use crate::Chain;
 
@@ -16,16 +17,22 @@ pub async fn health(req: HttpRequest) -> HttpResponse {
     let state = state(&req);
     let snap = state.snapshot.load();
     let stats = reader(&req).stats();
-    let reason = match (state.faults.get(), &snap.last_error) {
-        (Some(fault), _) => Some(format!("{fault}; writes are refused")),
-        (None, Some(e)) => Some(format!("the last snapshot attempt failed: {}", Chain(&**e))),
-        (None, None) => None,
+    let log = state.log_marks.current();
+    let reason = match (state.faults.get(), &log.failure, &snap.last_error) {
+        (Some(fault), _, _) => Some(format!("{fault}; writes are refused")),
+        (None, Some(f), _) => Some(format!(
+            "the last log write or flush failed: {}",
+            Chain(&*f.error)
+        )),
+        (None, None, Some(e)) => Some(format!("the last snapshot attempt failed: {}", Chain(&**e))),
+        (None, None, None) => None,
     };
     match reason {
         None => HttpResponse::Ok().json(json!({
             "status": "ok",
             "seq": stats.seq,
-            "durable_seq": snap.durable_seq,
+            "durable_seq": log.seq,
+            "snapshot_seq": snap.seq,
             "keys": stats.keys,
             "durability": state.durability.as_str(),
         })),
@@ -33,7 +40,8 @@ pub async fn health(req: HttpRequest) -> HttpResponse {
             "status": "degraded",
             "reason": reason,
             "seq": stats.seq,
-            "durable_seq": snap.durable_seq,
+            "durable_seq": log.seq,
+            "snapshot_seq": snap.seq,
             "snapshot_failures": snap.failures,
         })),
     }
@@ -47,7 +55,9 @@ pub async fn metrics(req: HttpRequest) -> HttpResponse {
     let figures = Figures {
         keys: stats.keys,
         seq: stats.seq,
-        durable_seq: snap.durable_seq,
+        durable_seq: state.log_marks.current().seq,
+        log_bytes: state.log_bytes.load(Ordering::Relaxed),
+        log_fsyncs_total: state.log_stats.fsyncs.load(Ordering::Relaxed),
         snapshot_bytes: snap.bytes,
         snapshot_capacity_bytes: snap.capacity,
         snapshot_duration_seconds: snap.last_duration.as_secs_f64(),
@@ -60,16 +70,18 @@ pub async fn metrics(req: HttpRequest) -> HttpResponse {
         .body(state.metrics.render(&figures))
 }
 
-fn report(seq: u64, snap: &SnapshotStatus) -> serde_json::Value {
+fn report(state: &AppState, seq: u64) -> serde_json::Value {
+    let snap = state.snapshot.load();
     json!({
         "seq": seq,
-        "durable_seq": snap.durable_seq,
+        "durable_seq": state.log_marks.current().seq,
         "file": snap.file,
         "bytes": snap.bytes,
         "capacity": snap.capacity,
         "keys": snap.keys,
-        "snapshot_seq": snap.durable_seq,
-        "log_bytes": 0,
+        "snapshot_seq": snap.seq,
+        "log_index": snap.log_index,
+        "log_bytes": state.log_bytes.load(Ordering::Relaxed),
         "last_duration_ms": snap.last_duration.as_secs_f64() * 1000.0,
         "written_at": snap.written_at,
         "failures": snap.failures,
@@ -81,7 +93,7 @@ fn report(seq: u64, snap: &SnapshotStatus) -> serde_json::Value {
 pub async fn snapshot_status(req: HttpRequest) -> HttpResponse {
     let state = state(&req);
     let seq = reader(&req).stats().seq;
-    HttpResponse::Ok().json(report(seq, &state.snapshot.load()))
+    HttpResponse::Ok().json(report(state, seq))
 }
 
 /// `POST /snapshot`: answers once every write applied before it is in a flushed snapshot.
@@ -98,5 +110,5 @@ pub async fn snapshot_now(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         ApiError::Unavailable(format!("the snapshot failed: {why}"))
     })?;
     let seq = reader(&req).stats().seq;
-    Ok(HttpResponse::Ok().json(report(seq, &state.snapshot.load())))
+    Ok(HttpResponse::Ok().json(report(state, seq)))
 }

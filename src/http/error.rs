@@ -49,7 +49,10 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::PreconditionFailed => ApiError::PreconditionFailed,
             WriteError::NotFound => ApiError::NotFound("key not found".into()),
-            WriteError::NotDurable(_) | WriteError::Halted(_) | WriteError::ShuttingDown => {
+            WriteError::NotDurable(_)
+            | WriteError::LogFailed(_)
+            | WriteError::Halted(_)
+            | WriteError::ShuttingDown => {
                 ApiError::Unavailable(crate::Chain(&e).to_string())
             }
         }

@@ -46,6 +46,8 @@ pub struct Summary {
     pub bytes: u64,
     /// When it was written.
     pub written_at: String,
+    /// The last log record it holds; `None` when only its header was read.
+    pub log_index: Option<u64>,
 }
 
 /// Every slot file found, and the image recovery would load.
@@ -55,6 +57,8 @@ pub struct Scan {
     pub files: Vec<FileReport>,
     /// The index in `files` of the valid image with the highest seq, and the image.
     pub best: Option<(usize, Image)>,
+    /// The index in `files` of the image [`Scan::take_recovery`] took out.
+    pub chosen: Option<usize>,
 }
 
 /// Why recovery cannot proceed.
@@ -116,6 +120,7 @@ fn rank(path: &Path) -> (u64, Result<Summary, SlotError>) {
         count: h.count,
         bytes: h.len as u64,
         written_at: h.written_at,
+        log_index: None,
     });
     (capacity, summary)
 }
@@ -159,6 +164,7 @@ impl Scan {
         let mut scan = Scan {
             files: Vec::new(),
             best: None,
+            chosen: None,
         };
         for path in paths {
             let (capacity, result) = match depth {
@@ -192,6 +198,7 @@ impl Scan {
             count: image.entries.len() as u64,
             bytes: image.len as u64,
             written_at: image.written_at.clone(),
+            log_index: Some(image.log_index),
         };
         if self.best.as_ref().is_none_or(|(_, b)| image.seq > b.seq) {
             self.best = Some((self.files.len(), image));
@@ -235,7 +242,12 @@ impl Scan {
     ///
     /// Refuses when files exist but none is valid, or when one cannot be read (it might be the
     /// newest). Invalid files beside a valid one are logged and skipped.
-    pub fn into_recovery(self) -> Result<Option<(PathBuf, u64, Image)>, RecoverError> {
+    pub fn into_recovery(mut self) -> Result<Option<(PathBuf, u64, Image)>, RecoverError> {
+        self.take_recovery()
+    }
+
+    /// Like [`Scan::into_recovery`], leaving the reports in place (for `inspect`).
+    pub fn take_recovery(&mut self) -> Result<Option<(PathBuf, u64, Image)>, RecoverError> {
         for f in &self.files {
             if let Err(SlotError::Io(e)) = &f.result {
                 return Err(RecoverError::Unreadable {
@@ -244,8 +256,9 @@ impl Scan {
                 });
             }
         }
-        match self.best {
+        match self.best.take() {
             Some((i, image)) => {
+                self.chosen = Some(i);
                 for f in &self.files {
                     if let Err(e) = &f.result {
                         tracing::warn!(path = %f.path.display(), reason = %crate::Chain(e), "ignoring invalid snapshot file");
@@ -273,7 +286,9 @@ impl Scan {
     pub fn recovers_from(&self) -> Option<&Path> {
         self.best
             .as_ref()
-            .map(|(i, _)| self.files[*i].path.as_path())
+            .map(|(i, _)| *i)
+            .or(self.chosen)
+            .map(|i| self.files[i].path.as_path())
     }
 }
 

@@ -11,6 +11,7 @@
 //! 4. **flush**: `msync` the map; after a grow also `fsync` the file, since msync does not make
 //!    the new length durable; a new slot is renamed from its temporary name into place and the
 //!    directory synced, so a slot file only ever appears holding a complete image.
+//!    The map is dropped after the flush: a slot is mapped only while an image is written.
 //! 5. **publish**: the caller records the new durable seq (see `worker.rs`).
 
 #![allow(unsafe_code)]
@@ -54,7 +55,7 @@ impl Slot {
         if path.exists() {
             let file = OpenOptions::new().read(true).write(true).open(path)?;
             let capacity = file.metadata()?.len();
-            let mut slot = Slot {
+            let slot = Slot {
                 path: path.to_path_buf(),
                 file,
                 map: None,
@@ -64,7 +65,6 @@ impl Slot {
                 grown: false,
                 fresh: false,
             };
-            slot.remap()?;
             Ok(slot)
         } else {
             let file = OpenOptions::new()
@@ -97,6 +97,11 @@ impl Slot {
         &mut self,
         encode: impl FnOnce(&mut SlotWriter<'_>) -> io::Result<u64>,
     ) -> io::Result<u64> {
+        // The file is mapped only while an image is written, so its pages do not count in the
+        // process's memory between checkpoints.
+        if self.map.is_none() {
+            self.remap()?;
+        }
         // Steps 1 and 2: `SlotWriter` grows the file whenever the document outruns it.
         let mut writer = SlotWriter { slot: self, pos: 0 };
         let len = encode(&mut writer)?;
@@ -110,7 +115,7 @@ impl Slot {
         }
         self.dirty_end = len;
         // Step 4: flush data, then metadata, then make a new slot visible under its name.
-        if let Some(map) = self.map.as_ref() {
+        if let Some(map) = self.map.take() {
             map.flush()?;
         }
         if self.grown {

@@ -1,24 +1,28 @@
-//! The snapshot thread: keeps an ordered replica fed by the writer, writes it out, reports.
+//! The snapshot thread: keeps an ordered replica fed by the writer and, now and then, writes it
+//! out as a checkpoint, then deletes the log segments both slots cover.
 //!
 //! It never reads the left-right copies, so serializing a large map stalls neither the writer's
-//! publish nor any reader. While it writes, batches queue in its channel; the next image covers
-//! them all, which is what lets many `sync` writers share one flush.
+//! publish nor any reader. It writes an image when the log since the newest image has grown
+//! past `--checkpoint-log-bytes` and past that image's own size (so the log never costs more
+//! than a few images of disk, and an image is never rewritten for a trickle of writes), when
+//! `POST /snapshot` asks, and at shutdown.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::format;
+use super::format::{self, Position};
 use super::slot::Slot;
-use super::{Msg, SnapshotError, SnapshotStatus};
+use super::{Msg, Policy, SnapshotError, SnapshotStatus};
 use crate::store::{Entries, MarkSender};
 
-/// The shortest pause before retrying a failed snapshot, whatever the interval.
-const MIN_RETRY: Duration = Duration::from_millis(50);
+/// After a failed checkpoint, the next automatic attempt waits this long (a `POST /snapshot`
+/// tries again at once).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Test-only fault (set from `TWINKV_TEST_FAULT=snapshot-panic` in debug builds): the thread
 /// panics at its next attempt, so the supervision of background threads can be tested against
@@ -35,23 +39,26 @@ pub(super) struct Worker {
     pub(super) next: usize,
     /// The replica, equal to the store's map at `applied`.
     pub(super) replica: Entries,
-    /// Seq of the last batch absorbed into the replica.
-    pub(super) applied: u64,
+    /// Where the replica stands: the seq and log record of the last batch absorbed.
+    pub(super) applied: Position,
     /// Seq of the newest flushed image.
     pub(super) durable: u64,
+    /// The log index the newest image holds (`None`: no image yet); the segments it and the
+    /// image before it cover are what may be deleted.
+    pub(super) newest_index: Option<u64>,
+    /// The newest image's length: the log must outgrow it before the next checkpoint.
+    pub(super) image_bytes: u64,
     /// The highest seq a checkpoint request asked for.
     pub(super) wanted: u64,
-    /// A `sync` write waits for what was absorbed: write now, not at the deadline.
-    pub(super) urgent: bool,
-    /// The longest a write waits before a snapshot holding it starts (`async`).
-    pub(super) interval: Duration,
+    /// When to checkpoint, and how to delete covered segments.
+    pub(super) policy: Policy,
     /// Where the thread reports its status.
     pub(super) status: Arc<ArcSwap<SnapshotStatus>>,
-    /// Where the thread reports the durable seq, and failures, to waiters.
+    /// Where the thread reports the image's seq, and failures, to `POST /snapshot`.
     pub(super) marks: MarkSender,
-    /// When the oldest unsnapshotted write arrived plus the interval; `None` when clean.
-    pub(super) deadline: Option<Instant>,
-    /// After a failure, no attempt before this instant.
+    /// Log bytes since the newest image, for `/snapshot` and `/metrics`.
+    pub(super) log_bytes: Arc<AtomicU64>,
+    /// After a failure, no automatic attempt before this instant.
     pub(super) retry_at: Option<Instant>,
 }
 
@@ -85,13 +92,15 @@ impl Worker {
         }
     }
 
-    /// The final image at shutdown, when anything is not yet durable.
+    /// The final image at shutdown, when anything is not yet in one.
     fn finish(&mut self) -> Result<(), SnapshotError> {
-        if self.applied > self.durable {
+        if self.applied.seq > self.durable {
             self.attempt();
         }
         match &self.status.load().last_error {
-            Some(e) if self.applied > self.durable => Err(SnapshotError::Final(Arc::clone(e))),
+            Some(e) if self.applied.seq > self.durable => {
+                Err(SnapshotError::Final(Arc::clone(e)))
+            }
             _ => {
                 tracing::info!(seq = self.durable, "final snapshot is durable");
                 Ok(())
@@ -105,33 +114,45 @@ impl Worker {
                 for op in batch.ops.iter() {
                     op.apply_to(&mut self.replica);
                 }
-                self.applied = self.applied.max(batch.seq);
-                self.urgent |= batch.urgent;
-                if self.applied > self.durable && self.deadline.is_none() {
-                    self.deadline = Some(Instant::now() + self.interval);
+                self.applied = Position {
+                    seq: self.applied.seq.max(batch.seq),
+                    log_index: self.applied.log_index.max(batch.logged.index),
+                };
+                self.log_bytes
+                    .fetch_add(batch.logged.bytes, Ordering::Relaxed);
+            }
+            Msg::Checkpoint(seq) => {
+                self.wanted = self.wanted.max(seq);
+                // Asked for explicitly: try at once, even right after a failure.
+                self.retry_at = None;
+                if seq <= self.durable {
+                    // Already in an image: answer the waiter, who may be the only one.
+                    self.marks.durable(self.durable);
                 }
             }
-            Msg::Checkpoint(seq) => self.wanted = self.wanted.max(seq),
         }
     }
 
-    /// When the next snapshot should start: `None` when nothing is waiting to be written.
+    /// Whether the log since the newest image is big enough to be worth a checkpoint.
+    fn log_is_due(&self) -> bool {
+        let since = self.log_bytes.load(Ordering::Relaxed);
+        since >= self.policy.checkpoint_log_bytes && since >= self.image_bytes
+    }
+
+    /// When the next snapshot should start: `None` when nothing calls for one.
     fn next_attempt(&self) -> Option<Instant> {
-        if self.applied <= self.durable {
+        if self.applied.seq <= self.durable {
             return None;
         }
-        let due = if self.urgent || self.wanted > self.durable {
-            Instant::now()
-        } else {
-            self.deadline.unwrap_or_else(Instant::now)
-        };
-        Some(match self.retry_at {
-            Some(r) => due.max(r),
-            None => due,
-        })
+        if self.wanted <= self.durable && !self.log_is_due() {
+            return None;
+        }
+        let now = Instant::now();
+        Some(self.retry_at.map_or(now, |r| r.max(now)))
     }
 
-    /// Writes the replica into the older slot, then publishes the outcome.
+    /// Writes the replica into the older slot, then publishes the outcome and deletes the log
+    /// segments both slots now cover.
     fn attempt(&mut self) {
         if PANIC_AT_NEXT_ATTEMPT.swap(false, Ordering::Relaxed) {
             panic!("injected fault: TWINKV_TEST_FAULT=snapshot-panic");
@@ -139,20 +160,23 @@ impl Worker {
         let started = Instant::now();
         let written_at = now_rfc3339();
         let idx = self.next;
-        let seq = self.applied;
-        let result = self.write_slot(idx, seq, &written_at);
+        let at = self.applied;
+        let since = self.log_bytes.load(Ordering::Relaxed);
+        let result = self.write_slot(idx, at, &written_at);
         let elapsed = started.elapsed();
         let prev = self.status.load_full();
         match result {
             Ok((len, capacity)) => {
-                // Step 5, publish: the image is on disk, so its seq is durable.
-                self.durable = seq;
+                // Step 5, publish: the image is on disk, so its seq is in a checkpoint.
+                self.durable = at.seq;
                 self.next = 1 - idx;
-                self.deadline = None;
                 self.retry_at = None;
-                self.urgent = false;
+                self.image_bytes = len;
+                // Bytes absorbed while the image was written stay counted.
+                self.log_bytes.fetch_sub(since, Ordering::Relaxed);
                 self.status.store(Arc::new(SnapshotStatus {
-                    durable_seq: seq,
+                    seq: at.seq,
+                    log_index: at.log_index,
                     file: Some(self.paths[idx].clone()),
                     bytes: len,
                     capacity,
@@ -163,23 +187,31 @@ impl Worker {
                     written: prev.written + 1,
                     last_error: None,
                 }));
-                self.marks.durable(seq);
+                self.marks.durable(at.seq);
                 tracing::debug!(
-                    seq,
+                    seq = at.seq,
                     bytes = len,
                     ms = elapsed.as_millis() as u64,
                     "snapshot flushed"
                 );
+                // Step 6, compact: the other slot now holds the older image; records it covers
+                // are in both, so their segments can go.
+                let keep_from = self.newest_index.unwrap_or(at.log_index);
+                self.newest_index = Some(at.log_index);
+                if let Err(e) = (self.policy.compact)(keep_from) {
+                    // Harmless: the segments are deleted after the next checkpoint instead.
+                    tracing::warn!(error = %e, "cannot delete old log segments");
+                }
             }
             Err(source) => {
                 self.slots[idx] = None;
-                self.retry_at = Some(Instant::now() + self.interval.max(MIN_RETRY));
+                self.retry_at = Some(Instant::now() + RETRY);
                 let error = Arc::new(SnapshotError::Write {
                     path: self.paths[idx].clone(),
                     source,
                 });
                 tracing::error!(
-                    seq,
+                    seq = at.seq,
                     error = %crate::Chain(&*error),
                     "snapshot failed; the previous image is intact"
                 );
@@ -196,7 +228,7 @@ impl Worker {
     fn write_slot(
         &mut self,
         idx: usize,
-        seq: u64,
+        at: Position,
         written_at: &str,
     ) -> std::io::Result<(u64, u64)> {
         let slot = match &mut self.slots[idx] {
@@ -204,7 +236,7 @@ impl Worker {
             empty => empty.insert(Slot::open(&self.paths[idx])?),
         };
         let replica = &self.replica;
-        let len = slot.write_image(|w| format::encode(w, seq, written_at, replica))?;
+        let len = slot.write_image(|w| format::encode(w, at, written_at, replica))?;
         Ok((len, slot.capacity()))
     }
 }

@@ -105,6 +105,15 @@ pub struct Apply<L: Fn(&str) -> Option<Entry>> {
     pub seq: u64,
 }
 
+impl<L: Fn(&str) -> Option<Entry>> std::fmt::Debug for Apply<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apply")
+            .field("seq", &self.seq)
+            .field("ops", &self.ops.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
     /// A batch over `lookup`, whose last seq is `seq`.
     pub fn new(lookup: L, seq: u64) -> Self {

@@ -1,10 +1,12 @@
 //! The persistence seam: what the store hands downstream and what it learns back.
 //!
-//! The store names no snapshot, log or watch type. After each publish the writer gives every
-//! attached [`Sink`] a [`Published`] batch; whatever makes the map durable reports how far it
-//! got through a [`MarkSender`], and callers that must wait (a `sync` write, `POST /snapshot`)
-//! wait on the matching [`MarkWatch`] for their own seq. A background thread that dies is
-//! recorded in [`Faults`], which the writer checks before it applies anything.
+//! The store names no snapshot, log or watch type; it defines what it needs of them. Before it
+//! applies a batch the writer records its accepted writes in the [`Journal`] (flushed first in
+//! `sync`); after each publish it gives every attached [`Sink`] the [`Published`] batch.
+//! Whatever makes the map durable in the background reports how far it got through a
+//! [`MarkSender`]; callers that must wait (`POST /snapshot`) wait on the matching [`MarkWatch`]
+//! for their own seq. A background thread that dies is recorded in [`Faults`], which the writer
+//! checks before it applies anything.
 
 use std::error::Error;
 use std::fmt;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
+use super::apply::Logged;
 use super::op::Op;
 
 /// An error many waiters share: the same failure answers every write that waited on it.
@@ -25,9 +28,27 @@ pub struct Published {
     pub seq: u64,
     /// Its ops, in the order they were applied.
     pub ops: Arc<[Op]>,
-    /// Whether someone waits for this batch to become durable (a `sync` write): do it now,
-    /// not at the next scheduled time.
-    pub urgent: bool,
+    /// Where the journal recorded it (index 0, no bytes, without a journal).
+    pub logged: Appended,
+}
+
+/// Where the journal put a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// The record's index: one more than the previous record's, with no gaps.
+    pub index: u64,
+    /// The bytes it takes in the log.
+    pub bytes: u64,
+}
+
+/// Where accepted writes are recorded before they are applied: the write-ahead log.
+///
+/// Called on the writer thread, once per batch that changes anything.
+pub trait Journal: Send + fmt::Debug + 'static {
+    /// Records `writes`, which bring the map to `seq`, as the next record; with `flush`, makes
+    /// it durable before returning. On error nothing of the record remains in the log, so the
+    /// writer can refuse the batch and go on.
+    fn append(&mut self, seq: u64, writes: &[Logged], flush: bool) -> Result<Appended, SharedError>;
 }
 
 /// Something downstream of the writer: it is told each published batch, in order.

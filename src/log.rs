@@ -1,0 +1,464 @@
+//! The write-ahead log: segment files of JSON lines in `data/log/`, one record per drained
+//! batch, appended by the writer before it applies the batch.
+//!
+//! Data enters through [`Log`], the store's [`Journal`]: each record is encoded
+//! (`record.rs`), written in one system call, and in `sync` flushed (`fdatasync`) before the
+//! writer publishes or replies. In `async` a flusher thread flushes at least every
+//! `--fsync-interval-ms`. Either way "durable up to seq N" leaves on a [`MarkSender`], which
+//! `/snapshot`, `/metrics` and `/health` read. Segments are named by their first index
+//! (`<20 digits>.jsonl`), roll once they reach [`SEGMENT_BYTES`], and are never written again
+//! once closed; the snapshot thread deletes those that both slots have covered
+//! ([`Compactor`]). `scan.rs` reads them back, for recovery and `inspect`.
+
+pub mod file;
+pub mod record;
+pub mod scan;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use file::{SegmentFile, Storage};
+
+use crate::metrics::Metrics;
+use crate::store::{
+    marks, Appended, Faults, Journal, Logged, MarkSender, MarkWatch, SharedError,
+};
+
+/// A segment is closed and a new one started once it holds this many bytes: small enough that
+/// a checkpoint frees space in steps, large enough that rolling (a flush, a new file and a
+/// directory sync) is rare.
+pub const SEGMENT_BYTES: u64 = crate::defaults::LOG_SEGMENT_BYTES;
+
+/// The name of the log's folder inside the data dir.
+pub const DIR: &str = "log";
+
+/// The file name of the segment whose first record is `index`.
+pub fn segment_name(index: u64) -> String {
+    format!("{index:020}.jsonl")
+}
+
+/// The first index a segment file name stands for, if it is one.
+pub fn segment_index(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".jsonl")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Why the log could not take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Writing or flushing a segment failed; the record was cut back out of it.
+    #[error("cannot write the log segment {path}")]
+    Write {
+        /// The segment.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failed write could not be cut back; no further record is accepted until a restart
+    /// (which cuts the torn tail).
+    #[error("the log segment {path} could not be repaired after a failed write")]
+    Poisoned {
+        /// The segment.
+        path: PathBuf,
+        /// Why the cut failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A new segment could not be started.
+    #[error("cannot start the log segment {path}")]
+    Roll {
+        /// The new segment.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The flusher thread could not be started.
+    #[error("cannot start the log flusher thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// How the log is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The log's folder (`data/log`).
+    pub dir: PathBuf,
+    /// Roll segments at this size.
+    pub segment_bytes: u64,
+    /// In `async`, flush at least this often; `None` in `sync`, where the writer flushes.
+    pub fsync_interval: Option<Duration>,
+}
+
+/// Where the log stands at start, as recovery left it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Start {
+    /// The first index of the segment to append to, if one exists (else a new one starts).
+    pub segment: Option<u64>,
+    /// Its length after recovery (a torn tail already cut).
+    pub segment_len: u64,
+    /// The index the next record gets.
+    pub next_index: u64,
+    /// The seq after the last record (or of the snapshot, without records).
+    pub seq: u64,
+}
+
+/// The segment being appended to, shared with the flusher.
+#[derive(Debug, Clone)]
+struct Tail {
+    /// The open file.
+    file: Arc<dyn SegmentFile>,
+    /// The seq after the last record written to it.
+    seq: u64,
+}
+
+/// Figures the log keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Flushes since start.
+    pub fsyncs: AtomicU64,
+    /// Bytes appended since start.
+    pub bytes: AtomicU64,
+}
+
+/// The writer's end of the log.
+#[derive(Debug)]
+pub struct Log {
+    options: Options,
+    storage: Arc<dyn Storage>,
+    /// The segment being appended to: its path, first index and length.
+    path: PathBuf,
+    len: u64,
+    next_index: u64,
+    /// Shared with the flusher: what it flushes, and the seq that flush makes durable.
+    tail: Arc<Mutex<Tail>>,
+    /// Scratch for encoding one record.
+    buf: Vec<u8>,
+    /// Set when a failed write could not be cut back.
+    poisoned: Option<Arc<LogError>>,
+    /// "Durable up to seq N" and the last failure.
+    marks: Arc<MarkSender>,
+    stats: Arc<LogStats>,
+    metrics: Arc<Metrics>,
+    /// Dropped with the log, which tells the flusher to do its last flush and stop.
+    _stop: Option<mpsc::Sender<()>>,
+}
+
+/// The flusher thread and what the rest of the server reads of the log.
+#[derive(Debug)]
+pub struct LogHandle {
+    /// "Every write up to seq N survives power loss", and the last write or flush failure.
+    pub marks: MarkWatch,
+    /// Flushes and bytes.
+    pub stats: Arc<LogStats>,
+    flusher: Option<JoinHandle<Option<()>>>,
+}
+
+impl LogHandle {
+    /// Waits for the flusher, which ends once the [`Log`] is dropped (after a last flush).
+    pub fn join(mut self) {
+        if let Some(j) = self.flusher.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Log {
+    /// Opens the log for appending where recovery left it, starting the flusher in `async`.
+    pub fn open(
+        options: Options,
+        storage: Arc<dyn Storage>,
+        start: Start,
+        metrics: Arc<Metrics>,
+        faults: &Faults,
+    ) -> Result<(Log, LogHandle), LogError> {
+        let (path, file, len) = match start.segment {
+            Some(first) => {
+                let path = options.dir.join(segment_name(first));
+                let file = storage
+                    .open(&path)
+                    .map_err(|source| LogError::Roll {
+                        path: path.clone(),
+                        source,
+                    })?;
+                (path, file, start.segment_len)
+            }
+            None => {
+                let path = options.dir.join(segment_name(start.next_index));
+                let file = storage
+                    .create(&path)
+                    .map_err(|source| LogError::Roll {
+                        path: path.clone(),
+                        source,
+                    })?;
+                (path, file, 0)
+            }
+        };
+        let (tx, rx) = marks(start.seq);
+        let marks = Arc::new(tx);
+        let tail = Arc::new(Mutex::new(Tail {
+            file,
+            seq: start.seq,
+        }));
+        let stats = Arc::new(LogStats::default());
+        let (stop, flusher) = match options.fsync_interval {
+            Some(every) => {
+                let (stop_tx, stop_rx) = mpsc::channel::<()>();
+                let flusher = Flusher {
+                    tail: Arc::clone(&tail),
+                    marks: Arc::clone(&marks),
+                    stats: Arc::clone(&stats),
+                    metrics: Arc::clone(&metrics),
+                    flushed: start.seq,
+                    path: path.clone(),
+                };
+                let join = faults
+                    .spawn("twinkv-log-flush", move || flusher.run(stop_rx, every))
+                    .map_err(LogError::Spawn)?;
+                (Some(stop_tx), Some(join))
+            }
+            None => (None, None),
+        };
+        Ok((
+            Log {
+                options,
+                storage,
+                path,
+                len,
+                next_index: start.next_index,
+                tail,
+                buf: Vec::with_capacity(64 * 1024),
+                poisoned: None,
+                marks,
+                stats: Arc::clone(&stats),
+                metrics,
+                _stop: stop,
+            },
+            LogHandle {
+                marks: rx,
+                stats,
+                flusher,
+            },
+        ))
+    }
+
+    /// Closes the full segment (flushed first, so it is never written again) and starts the
+    /// next one, named by the index of its first record.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let old = self.tail.lock().expect("tail lock").file.clone();
+        let started = Instant::now();
+        old.sync().map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.flushed(started);
+        let path = self.options.dir.join(segment_name(self.next_index));
+        let file = self
+            .storage
+            .create(&path)
+            .map_err(|source| LogError::Roll {
+                path: path.clone(),
+                source,
+            })?;
+        let seq = {
+            let mut tail = self.tail.lock().expect("tail lock");
+            tail.file = file;
+            tail.seq
+        };
+        // Everything in the closed segment is durable now.
+        self.marks.durable(seq);
+        self.path = path;
+        self.len = 0;
+        Ok(())
+    }
+
+    fn flushed(&self, started: Instant) {
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.metrics.record_fsync(started.elapsed());
+    }
+
+    fn write(&mut self, seq: u64, writes: &[Logged], flush: bool) -> Result<Appended, LogError> {
+        if self.len > 0 && self.len >= self.options.segment_bytes {
+            self.roll()?;
+        }
+        self.buf.clear();
+        let index = self.next_index;
+        let n = record::encode(&mut self.buf, index, seq, writes) as u64;
+        let file = self.tail.lock().expect("tail lock").file.clone();
+        let mut result = file.append(&self.buf);
+        if result.is_ok() && flush {
+            let started = Instant::now();
+            result = file.sync();
+            if result.is_ok() {
+                self.flushed(started);
+            }
+        }
+        if let Err(source) = result {
+            // Cut the record back out, so the log holds nothing of a refused batch and the
+            // next record follows the last good one.
+            if let Err(cut) = file.truncate(self.len) {
+                let e = LogError::Poisoned {
+                    path: self.path.clone(),
+                    source: cut,
+                };
+                tracing::error!(error = %crate::Chain(&e), cause = %source, "log write failed");
+                return Err(e);
+            }
+            return Err(LogError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.len += n;
+        self.next_index += 1;
+        self.stats.bytes.fetch_add(n, Ordering::Relaxed);
+        self.tail.lock().expect("tail lock").seq = seq;
+        if flush {
+            self.marks.durable(seq);
+        }
+        Ok(Appended { index, bytes: n })
+    }
+}
+
+impl Journal for Log {
+    fn append(
+        &mut self,
+        seq: u64,
+        writes: &[Logged],
+        flush: bool,
+    ) -> Result<Appended, SharedError> {
+        if let Some(p) = &self.poisoned {
+            return Err(Arc::clone(p) as SharedError);
+        }
+        match self.write(seq, writes, flush) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                let e = Arc::new(e);
+                if matches!(*e, LogError::Poisoned { .. }) {
+                    self.poisoned = Some(Arc::clone(&e));
+                }
+                self.marks.failed(Arc::clone(&e) as SharedError);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Log {
+    /// The writer has stopped: flush what it wrote, so a clean shutdown loses nothing.
+    fn drop(&mut self) {
+        let (file, seq) = {
+            let tail = self.tail.lock().expect("tail lock");
+            (tail.file.clone(), tail.seq)
+        };
+        match file.sync() {
+            Ok(()) => self.marks.durable(seq),
+            Err(source) => {
+                let e = LogError::Write {
+                    path: self.path.clone(),
+                    source,
+                };
+                tracing::error!(error = %crate::Chain(&e), "the last log flush failed");
+                self.marks.failed(Arc::new(e));
+            }
+        }
+    }
+}
+
+/// The `async` flusher: flushes the tail segment every interval while anything is unflushed.
+struct Flusher {
+    tail: Arc<Mutex<Tail>>,
+    marks: Arc<MarkSender>,
+    stats: Arc<LogStats>,
+    metrics: Arc<Metrics>,
+    /// The seq the last successful flush made durable.
+    flushed: u64,
+    /// For messages only: the segment first flushed (the tail moves on as segments roll).
+    path: PathBuf,
+}
+
+impl Flusher {
+    fn run(mut self, stop: mpsc::Receiver<()>, every: Duration) {
+        loop {
+            match stop.recv_timeout(every) {
+                Err(RecvTimeoutError::Timeout) => {}
+                // The log is gone: it flushed for the last time itself.
+                _ => return,
+            }
+            let (file, seq) = {
+                let tail = self.tail.lock().expect("tail lock");
+                (tail.file.clone(), tail.seq)
+            };
+            if seq <= self.flushed {
+                continue;
+            }
+            let started = Instant::now();
+            match file.sync() {
+                Ok(()) => {
+                    self.flushed = seq;
+                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.record_fsync(started.elapsed());
+                    self.marks.durable(seq);
+                }
+                Err(source) => {
+                    let e = LogError::Write {
+                        path: self.path.clone(),
+                        source,
+                    };
+                    tracing::error!(error = %crate::Chain(&e), "log flush failed");
+                    self.marks.failed(Arc::new(e));
+                }
+            }
+        }
+    }
+}
+
+/// Deletes segments the snapshots no longer need; given to the snapshot thread.
+#[derive(Debug, Clone)]
+pub struct Compactor {
+    /// The log's folder.
+    pub dir: PathBuf,
+}
+
+impl Compactor {
+    /// Deletes every segment all of whose records are at or below `index`, except the last
+    /// segment (the one being appended to). Returns how many were deleted.
+    pub fn delete_through(&self, index: u64) -> std::io::Result<usize> {
+        let mut firsts = list(&self.dir)?;
+        firsts.sort_unstable();
+        let mut deleted = 0;
+        for pair in firsts.windows(2) {
+            let (first, next) = (pair[0], pair[1]);
+            // This segment holds `first..next`; all of it is covered when `next - 1 <= index`.
+            if next <= index.saturating_add(1) {
+                let path = self.dir.join(segment_name(first));
+                std::fs::remove_file(&path)?;
+                tracing::debug!(path = %path.display(), "deleted a log segment both snapshots cover");
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            file::sync_dir(&self.dir.join("x"))?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// The first indexes of the segments in `dir`.
+pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(i) = entry.file_name().to_str().and_then(segment_index) {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,378 @@
+//! One log record: encode, decode and checksum, as pure functions over bytes.
+//!
+//! A record is one line of a segment file, one JSON object, so `jq -c . data/log/*.jsonl`
+//! prints every record as it stands:
+//!
+//! ```text
+//! {"index":12,"seq":40,"writes":[{"put":"user/1","value":{"n":1},"if_match":[39]},
+//!  {"delete":"tmp"},{"batch":{"put":{"a":1,"b":"two"},"delete":["old"]}}],"crc32c":"1b2e6f0a"}
+//! ```
+//! (one line in the file; wrapped here.)
+//!
+//! - `index`: the record's position in the log, one more than the record before it.
+//! - `seq`: the map's seq after the record; replay checks it reaches exactly this.
+//! - `writes`: the accepted writes of one drained batch, in order, as the client sent them:
+//!   `put` (with `value`), `delete`, or `batch` (`put` object, `delete` array), each with its
+//!   `if_match` / `if_none_match` (`"*"` or a list of versions) when it had one. Versions are not
+//!   stored: replay derives them, as the writer did.
+//! - `crc32c`: eight lower-case hex digits, the CRC-32C of every byte of the line before
+//!   `,"crc32c"`. It is the last field and fixed in length, so a torn or altered line never
+//!   passes as valid.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::store::{Conditions, ETags, Logged, PendingValue, Write};
+
+/// What comes before the eight hex digits of the checksum.
+const CRC_PREFIX: &[u8] = b",\"crc32c\":\"";
+/// Length of the fixed tail: prefix, eight digits, closing quote and brace (no newline).
+const TAIL_LEN: usize = CRC_PREFIX.len() + 8 + 2;
+/// Longest key a record may hold: the same bound the server's flags have.
+const MAX_KEY: usize = crate::defaults::MAX_KEY_BYTES_LIMIT;
+
+/// A decoded record.
+#[derive(Debug)]
+pub struct Record {
+    /// Its index in the log.
+    pub index: u64,
+    /// The map's seq after it.
+    pub seq: u64,
+    /// Its writes, in order.
+    pub writes: Vec<Write>,
+}
+
+/// Why bytes are not a valid record. Never a panic: every line maps to one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The line does not end in a checksum: a torn or truncated write.
+    #[error("the record is incomplete (no checksum at its end)")]
+    Incomplete,
+    /// The checksum does not match the bytes.
+    #[error("checksum mismatch: stored {stored:08x}, computed {computed:08x}")]
+    Checksum {
+        /// What the line claims.
+        stored: u32,
+        /// What its bytes give.
+        computed: u32,
+    },
+    /// The checksum holds but the line is not a record of this shape.
+    #[error("the record is not valid")]
+    Json(#[from] serde_json::Error),
+    /// A field is out of range or two disagree.
+    #[error("the record is not valid: {0}")]
+    Invalid(String),
+}
+
+/// Appends the line of a record (with its newline) to `out`; returns its length.
+pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, writes: &[Logged]) -> usize {
+    let start = out.len();
+    let _ = write!(out, "{{\"index\":{index},\"seq\":{seq},\"writes\":[");
+    for (i, w) in writes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match w {
+            Logged::Put { entry, cond } => {
+                out.extend_from_slice(b"{\"put\":");
+                string(out, entry.key());
+                out.extend_from_slice(b",\"value\":");
+                out.extend_from_slice(entry.json());
+                conditions(out, cond);
+                out.push(b'}');
+            }
+            Logged::Delete { key, cond } => {
+                out.extend_from_slice(b"{\"delete\":");
+                string(out, key);
+                conditions(out, cond);
+                out.push(b'}');
+            }
+            Logged::Batch { puts, deletes } => {
+                out.extend_from_slice(b"{\"batch\":{\"put\":{");
+                for (j, e) in puts.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    string(out, e.key());
+                    out.push(b':');
+                    out.extend_from_slice(e.json());
+                }
+                out.extend_from_slice(b"},\"delete\":[");
+                for (j, k) in deletes.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    string(out, k);
+                }
+                out.extend_from_slice(b"]}}");
+            }
+        }
+    }
+    out.push(b']');
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(CRC_PREFIX);
+    let _ = write!(out, "{crc:08x}\"}}");
+    out.push(b'\n');
+    out.len() - start
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing a string into memory");
+}
+
+fn conditions(out: &mut Vec<u8>, cond: &Conditions) {
+    for (name, tags) in [
+        ("if_match", &cond.if_match),
+        ("if_none_match", &cond.if_none_match),
+    ] {
+        let Some(tags) = tags else { continue };
+        let _ = write!(out, ",\"{name}\":");
+        match tags {
+            ETags::Any => out.extend_from_slice(b"\"*\""),
+            ETags::List(list) => {
+                out.push(b'[');
+                for (i, v) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let _ = write!(out, "{v}");
+                }
+                out.push(b']');
+            }
+        }
+    }
+}
+
+/// The part of `line` (without its newline) the checksum covers, once verified.
+fn verified(line: &[u8]) -> Result<&[u8], RecordError> {
+    if line.len() < TAIL_LEN {
+        return Err(RecordError::Incomplete);
+    }
+    let (body, tail) = line.split_at(line.len() - TAIL_LEN);
+    if !tail.starts_with(CRC_PREFIX) || !tail.ends_with(b"\"}") {
+        return Err(RecordError::Incomplete);
+    }
+    let hex = std::str::from_utf8(&tail[CRC_PREFIX.len()..CRC_PREFIX.len() + 8])
+        .map_err(|_| RecordError::Incomplete)?;
+    if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(RecordError::Incomplete);
+    }
+    let stored = u32::from_str_radix(hex, 16).map_err(|_| RecordError::Incomplete)?;
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(RecordError::Checksum { stored, computed });
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord<'a> {
+    index: u64,
+    seq: u64,
+    #[serde(borrow)]
+    writes: Vec<RawWrite<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWrite<'a> {
+    #[serde(borrow, default)]
+    put: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    delete: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    batch: Option<RawBatch<'a>>,
+    #[serde(borrow, default)]
+    if_match: Option<RawTags<'a>>,
+    #[serde(borrow, default)]
+    if_none_match: Option<RawTags<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    put: BTreeMap<Cow<'a, str>, &'a RawValue>,
+    #[serde(borrow)]
+    delete: Vec<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTags<'a> {
+    Any(#[serde(borrow)] Cow<'a, str>),
+    List(Vec<u64>),
+}
+
+fn key(k: Cow<'_, str>) -> Result<Arc<str>, RecordError> {
+    if k.is_empty() || k.len() > MAX_KEY {
+        return Err(RecordError::Invalid(format!(
+            "a key of {} bytes (1..={MAX_KEY})",
+            k.len()
+        )));
+    }
+    Ok(Arc::from(k.as_ref()))
+}
+
+fn tags(t: Option<RawTags<'_>>) -> Result<Option<ETags>, RecordError> {
+    match t {
+        None => Ok(None),
+        Some(RawTags::Any(s)) if s == "*" => Ok(Some(ETags::Any)),
+        Some(RawTags::Any(s)) => Err(RecordError::Invalid(format!("a condition {s:?}"))),
+        Some(RawTags::List(l)) => Ok(Some(ETags::List(l))),
+    }
+}
+
+/// Validates one line (without its newline) and decodes the record it holds.
+pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
+    let body = verified(line)?;
+    // The checksum covers the body; the closing brace is part of the fixed tail.
+    let mut doc = Vec::with_capacity(body.len() + 1);
+    doc.extend_from_slice(body);
+    doc.push(b'}');
+    let raw: RawRecord<'_> = serde_json::from_slice(&doc)?;
+    let invalid = |s: &str| Err(RecordError::Invalid(s.into()));
+    if raw.index == 0 {
+        return invalid("index 0 (the first record is 1)");
+    }
+    if raw.writes.is_empty() {
+        return invalid("no writes");
+    }
+    let mut writes = Vec::with_capacity(raw.writes.len());
+    for w in raw.writes {
+        let cond = Conditions {
+            if_match: tags(w.if_match)?,
+            if_none_match: tags(w.if_none_match)?,
+        };
+        let write = match (w.put, w.value, w.delete, w.batch) {
+            (Some(k), Some(v), None, None) => Write::Put {
+                key: key(k)?,
+                value: PendingValue::from_raw(v.get().as_bytes()),
+                cond,
+            },
+            (None, None, Some(k), None) => Write::Delete { key: key(k)?, cond },
+            (None, None, None, Some(b)) if cond == Conditions::default() => Write::Batch {
+                puts: b
+                    .put
+                    .into_iter()
+                    .map(|(k, v)| Ok((key(k)?, PendingValue::from_raw(v.get().as_bytes()))))
+                    .collect::<Result<_, RecordError>>()?,
+                deletes: b.delete.into_iter().map(key).collect::<Result<_, _>>()?,
+            },
+            _ => return invalid("a write that is not one put, delete or batch"),
+        };
+        writes.push(write);
+    }
+    Ok(Record {
+        index: raw.index,
+        seq: raw.seq,
+        writes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Apply, Entries};
+
+    fn logged() -> Vec<Logged> {
+        let state = Entries::new();
+        let mut apply = Apply::new(|k: &str| state.get(k.as_bytes()).cloned(), 0);
+        apply
+            .apply(Write::Put {
+                key: Arc::from("k \"q\" é"),
+                value: PendingValue::from_json(&serde_json::json!({"a": [1, 2.5, null]})),
+                cond: Conditions {
+                    if_none_match: Some(ETags::Any),
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        apply
+            .apply(Write::Batch {
+                puts: vec![(Arc::from("b"), PendingValue::from_text("two"))],
+                deletes: vec![Arc::from("gone")],
+            })
+            .unwrap();
+        apply
+            .apply(Write::Delete {
+                key: Arc::from("b"),
+                cond: Conditions {
+                    if_match: Some(ETags::List(vec![2, 9])),
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        apply.logged
+    }
+
+    fn line() -> Vec<u8> {
+        let mut out = Vec::new();
+        let n = encode(&mut out, 7, 3, &logged());
+        assert_eq!(n, out.len());
+        assert_eq!(out.last(), Some(&b'\n'));
+        out.pop();
+        out
+    }
+
+    #[test]
+    fn a_record_round_trips_and_is_plain_json() {
+        let line = line();
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("jq reads it");
+        assert_eq!(v["index"], 7);
+        assert_eq!(v["writes"][0]["value"]["a"][1], 2.5);
+        let rec = decode(&line).unwrap();
+        assert_eq!((rec.index, rec.seq, rec.writes.len()), (7, 3, 3));
+        match &rec.writes[2] {
+            Write::Delete { key, cond } => {
+                assert_eq!(&**key, "b");
+                assert_eq!(cond.if_match, Some(ETags::List(vec![2, 9])));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &rec.writes[0] {
+            Write::Put { key, value, cond } => {
+                assert_eq!(&**key, "k \"q\" é");
+                assert_eq!(value.json(), br#"{"a":[1,2.5,null]}"#);
+                assert_eq!(cond.if_none_match, Some(ETags::Any));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_refused() {
+        let line = line();
+        for cut in 0..line.len() {
+            assert!(decode(&line[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..line.len() {
+            let mut bad = line.clone();
+            bad[i] ^= 0x20;
+            assert!(decode(&bad).is_err(), "flipped byte {i}");
+        }
+    }
+
+    #[test]
+    fn a_well_sealed_line_of_the_wrong_shape_is_invalid_not_a_panic() {
+        for body in [
+            r#"{"index":0,"seq":1,"writes":[{"delete":"a"}]"#,
+            r#"{"index":1,"seq":1,"writes":[]"#,
+            r#"{"index":1,"seq":1,"writes":[{"put":"a"}]"#,
+            r#"{"index":1,"seq":1,"writes":[{"delete":""}]"#,
+            r#"{"index":1,"seq":1,"writes":[{"delete":"a","if_match":"x"}]"#,
+            r#"{"index":1,"seq":1,"writes":[{"delete":"a"}],"extra":1"#,
+        ] {
+            let sealed = format!("{body},\"crc32c\":\"{:08x}\"}}", crc32c::crc32c(body.as_bytes()));
+            assert!(decode(sealed.as_bytes()).is_err(), "{body}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! What a data dir holds, put together: the newest valid snapshot, then every log record after
+//! the position it covers, applied with the store's own pure apply. Shared by start-up (which
+//! then cuts a torn tail) and `inspect` (which only reports). Reads only; writes nothing.
+
+use std::path::{Path, PathBuf};
+
+use crate::log::scan::{self, Damage, LogReport};
+use crate::snapshot::recover::{Depth, RecoverError, Scan};
+use crate::store::{Apply, Entries};
+
+/// What recovery would load.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The snapshot slots found (all of them decoded with [`Depth::Every`]).
+    pub slots: Scan,
+    /// The image loaded: its file and length on disk, and what it holds.
+    pub image: Option<Loaded>,
+    /// The map after the log.
+    pub entries: Entries,
+    /// The seq after the log.
+    pub seq: u64,
+    /// The index of the last record applied (the image's, when the log adds none).
+    pub log_index: u64,
+    /// Records applied after the image.
+    pub replayed: u64,
+    /// Their bytes.
+    pub replayed_bytes: u64,
+    /// What the log scan found (segments, a torn tail).
+    pub log: LogReport,
+}
+
+/// The snapshot recovery starts from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The slot file.
+    pub path: PathBuf,
+    /// Its length on disk.
+    pub capacity: u64,
+    /// Its seq.
+    pub seq: u64,
+    /// The last log record it holds.
+    pub log_index: u64,
+    /// The document's length.
+    pub bytes: u64,
+    /// Keys in the image.
+    pub keys: u64,
+    /// When it was written.
+    pub written_at: String,
+}
+
+/// Why the data dir cannot be recovered.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The snapshot files cannot be used.
+    #[error(transparent)]
+    Snapshot(#[from] RecoverError),
+    /// The log is damaged somewhere other than its tail.
+    #[error(transparent)]
+    Log(#[from] Damage),
+    /// The log does not reach back to the position the snapshot covers.
+    #[error("the log starts at index {first} but {snapshot} needs every record after index {needed}: segments are missing")]
+    Unreachable {
+        /// The log's first index.
+        first: u64,
+        /// The record the snapshot holds up to.
+        needed: u64,
+        /// Which snapshot (or "an empty store", without one).
+        snapshot: String,
+    },
+}
+
+/// Reads the data dir `dir` and works out what recovery would load.
+pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
+    recover_scan(Scan::dir(dir, depth)?, &dir.join(crate::log::DIR))
+}
+
+/// Like [`recover`], from a slot scan already made (`inspect` of a single file passes one).
+pub fn recover_scan(mut slots: Scan, log_dir: &Path) -> Result<Recovery, RecoveryError> {
+    let (image, loaded) = match slots.take_recovery()? {
+        Some((path, capacity, image)) => {
+            let loaded = Loaded {
+                path,
+                capacity,
+                seq: image.seq,
+                log_index: image.log_index,
+                bytes: image.len as u64,
+                keys: image.entries.len() as u64,
+                written_at: image.written_at.clone(),
+            };
+            (Some(image), Some(loaded))
+        }
+        None => (None, None),
+    };
+    let (mut entries, mut seq, after) = match image {
+        Some(img) => (img.entries, img.seq, img.log_index),
+        None => (Entries::new(), 0, 0),
+    };
+    let mut replayed = 0;
+    let mut last_index = after;
+    let log = scan::scan(log_dir, after, |rec| {
+        if rec.index != last_index + 1 {
+            return Err(format!(
+                "record {} follows record {last_index}: the log skips records the snapshot lacks",
+                rec.index
+            ));
+        }
+        let replica = &entries;
+        let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), seq);
+        for (i, w) in rec.writes.into_iter().enumerate() {
+            apply
+                .apply(w)
+                .map_err(|e| format!("write {i} does not apply on replay ({e})"))?;
+        }
+        if apply.seq != rec.seq {
+            return Err(format!(
+                "replay reaches seq {} where the record says {}",
+                apply.seq, rec.seq
+            ));
+        }
+        let Apply { ops, seq: s, .. } = apply;
+        for op in ops {
+            op.apply_owned(&mut entries);
+        }
+        seq = s;
+        last_index = rec.index;
+        replayed += 1;
+        Ok(())
+    });
+    if let Some(d) = &log.damage {
+        return Err(RecoveryError::Log(d.clone()));
+    }
+    if let Some(first) = log.first_index {
+        if first > after + 1 {
+            return Err(RecoveryError::Unreachable {
+                first,
+                needed: after,
+                snapshot: loaded
+                    .as_ref()
+                    .map_or("an empty store".into(), |l| l.path.display().to_string()),
+            });
+        }
+    }
+    let replayed_bytes = log.bytes_after;
+    Ok(Recovery {
+        slots,
+        image: loaded,
+        entries,
+        seq,
+        log_index: last_index,
+        replayed,
+        replayed_bytes,
+        log,
+    })
+}
