@@ -60,6 +60,9 @@ pub struct AppState {
 }
 
 /// Registers every route. The server and in-process tests share it.
+///
+/// Every route that answers GET answers HEAD too, with the same handler (RFC 9110 §9.1): actix
+/// sends a HEAD answer's headers, `Content-Length` included, and drops its body.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/kv")
@@ -77,13 +80,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/metrics")
             .route(web::get().to(admin::metrics))
-            .default_service(web::to(|| not_allowed("GET"))),
+            .route(web::head().to(admin::metrics))
+            .default_service(web::to(|| not_allowed("GET, HEAD"))),
     )
     .service(
         web::resource("/snapshot")
             .route(web::get().to(admin::snapshot_status))
+            .route(web::head().to(admin::snapshot_status))
             .route(web::post().to(admin::snapshot_now))
-            .default_service(web::to(|| not_allowed("GET, POST"))),
+            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
     )
     // `/kv/{key}` is matched here by prefix rather than as a resource: a resource with a tail
     // pattern is a regex match on every request (16% of a GET's server time in a profile).

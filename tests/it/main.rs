@@ -17,6 +17,7 @@ mod faults;
 mod hostile;
 mod model;
 mod recovery;
+mod semantics;
 mod smoke;
 mod soak;
 mod torture;
