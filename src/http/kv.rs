@@ -40,6 +40,10 @@ fn write_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
     key_of(req).map(|k| Arc::from(k.as_ref()))
 }
 
+/// A key's representation is chosen by `Accept` (text or JSON for a string), so caches must
+/// key on it; sent on every 200 and 304 of `GET`/`HEAD /kv/{key}`, whatever the value.
+const VARY_ACCEPT: (HeaderName, &str) = (header::VARY, "Accept");
+
 fn etag(version: u64) -> (HeaderName, String) {
     (header::ETAG, format!("\"{version}\""))
 }
@@ -109,19 +113,97 @@ fn content_type(req: &HttpRequest) -> Option<String> {
     )
 }
 
-/// Whether the client asked for JSON even for string values.
-fn accepts_json(req: &HttpRequest) -> bool {
-    req.headers().get_all(header::ACCEPT).any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',').any(|t| {
-                t.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case(JSON)
-            })
-        })
-    })
+/// Whether a string value goes out as JSON (quoted) rather than as its raw text.
+fn wants_json(req: &HttpRequest) -> bool {
+    json_preferred(
+        req.headers()
+            .get_all(header::ACCEPT)
+            .filter_map(|v| v.to_str().ok()),
+    )
+}
+
+/// Reads `Accept` for a string value: JSON only when `application/json` is acceptable (q > 0)
+/// and preferred to `text/plain` by a strictly higher q.
+///
+/// Each type takes the q of the most specific range that matches it (`type/subtype` over
+/// `type/*` over `*/*`, RFC 9110 §12.5.1), so `*/*`, a tie and no `Accept` at all keep the
+/// text, `application/json;q=0, text/plain` is text, and `application/*` alone is JSON. A range
+/// with a malformed q is skipped. Nothing is refused with 406: a type neither matches gets the
+/// text, the default representation.
+fn json_preferred<'a>(values: impl Iterator<Item = &'a str>) -> bool {
+    let mut json = Match::default();
+    let mut text = Match::default();
+    for range in values.flat_map(|v| v.split(',')) {
+        let Some((ty, subtype, q)) = media_range(range) else {
+            continue;
+        };
+        json.offer(ty, subtype, q, "application", "json");
+        text.offer(ty, subtype, q, "text", "plain");
+    }
+    json.q > 0 && json.q > text.q
+}
+
+/// The most specific media range seen so far for one type, and its q in thousandths.
+#[derive(Default)]
+struct Match {
+    /// 0: none yet; 1: `*/*`; 2: `type/*`; 3: `type/subtype`.
+    specificity: u8,
+    q: u16,
+}
+
+impl Match {
+    fn offer(&mut self, ty: &str, subtype: &str, q: u16, want_ty: &str, want_subtype: &str) {
+        let specificity = match (ty, subtype) {
+            ("*", "*") => 1,
+            (t, "*") if t.eq_ignore_ascii_case(want_ty) => 2,
+            (t, s) if t.eq_ignore_ascii_case(want_ty) && s.eq_ignore_ascii_case(want_subtype) => 3,
+            _ => return,
+        };
+        // Two ranges equally specific (a repeated type): the more accepting one counts.
+        if specificity > self.specificity || (specificity == self.specificity && q > self.q) {
+            *self = Match { specificity, q };
+        }
+    }
+}
+
+/// Splits one `Accept` element into type, subtype and q (in thousandths, default 1000); `None`
+/// when it is malformed. Media type parameters other than q are ignored.
+fn media_range(range: &str) -> Option<(&str, &str, u16)> {
+    let mut parts = range.split(';');
+    let (ty, subtype) = parts.next()?.trim().split_once('/')?;
+    if ty.is_empty() || subtype.is_empty() || (ty == "*" && subtype != "*") {
+        return None;
+    }
+    let mut q = 1000;
+    for param in parts {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("q") {
+            q = qvalue(value.trim())?;
+            // What follows q are accept-extensions, not media type parameters.
+            break;
+        }
+    }
+    Some((ty, subtype, q))
+}
+
+/// A qvalue, `0` to `1` with at most three decimals (RFC 9110 §12.4.2), in thousandths.
+fn qvalue(s: &str) -> Option<u16> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac = frac
+        .bytes()
+        .zip([100, 10, 1])
+        .map(|(digit, place)| u16::from(digit - b'0') * place)
+        .sum::<u16>();
+    match whole {
+        "0" => Some(frac),
+        "1" if frac == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// Longest pause allowed between two pieces of a body before the request is dropped with 408;
@@ -180,14 +262,16 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             return Ok(HttpResponse::NotModified()
                 .insert_header(etag(version))
                 .insert_header(seq_header(found.seq))
+                .insert_header(VARY_ACCEPT)
                 .finish());
         }
     }
     let mut res = HttpResponse::Ok();
-    res.insert_header(etag(version));
-    res.insert_header(seq_header(found.seq));
+    res.insert_header(etag(version))
+        .insert_header(seq_header(found.seq))
+        .insert_header(VARY_ACCEPT);
     match value.text() {
-        Some(text) if !accepts_json(&req) => Ok(res
+        Some(text) if !wants_json(&req) => Ok(res
             .content_type(TEXT)
             .body(Bytes::copy_from_slice(text.as_bytes()))),
         _ => Ok(res
@@ -416,4 +500,75 @@ pub async fn batch(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
     Ok(HttpResponse::Ok()
         .insert_header(seq_header(written.seq))
         .json(serde_json::json!({ "seq": written.seq })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_chosen_for_a_string_only_when_preferred_by_q() {
+        let json = |accept: &[&str]| json_preferred(accept.iter().copied());
+        for accept in [
+            "application/json",
+            "application/json;q=0.001",
+            "text/plain;q=0.5, application/json",
+            "text/html, application/json;q=0.9",
+            "application/*",
+            "application/*;q=0.4, text/plain;q=0.3",
+            "*/*;q=0.9, application/json",
+            "APPLICATION/JSON;Q=1.000",
+            "application/json; charset=utf-8",
+            "application/json, text/plain;q=0",
+            "application/json;q=0, application/json;q=0.5",
+            "text/plain;q=0.1,application/json;q=0.2",
+        ] {
+            assert!(json(&[accept]), "{accept:?} should choose JSON");
+        }
+        assert!(json(&["text/plain;q=0.2", "application/json;q=0.3"]));
+        for accept in [
+            "",
+            "*/*",
+            "text/plain",
+            "application/json;q=0",
+            "application/json;q=0, text/plain",
+            "application/json;q=0, */*",
+            "application/json;q=0.000",
+            "text/plain, application/json",
+            "application/json;q=0.5, text/plain;q=0.9",
+            "application/*;q=0.5, text/*",
+            "image/png",
+            "application/json;q=abc",
+            "application/json;q=1.5",
+            "application/json;q=0.0001",
+            "application/json;q=-1",
+            "*/json",
+            "application",
+            "/json",
+        ] {
+            assert!(!json(&[accept]), "{accept:?} should keep the text");
+        }
+        assert!(!json(&[]));
+    }
+
+    #[test]
+    fn qvalues_parse_as_rfc_9110_has_them() {
+        for (s, q) in [
+            ("0", 0),
+            ("0.", 0),
+            ("0.5", 500),
+            ("0.25", 250),
+            ("0.125", 125),
+            ("1", 1000),
+            ("1.", 1000),
+            ("1.000", 1000),
+        ] {
+            assert_eq!(qvalue(s), Some(q), "{s:?}");
+        }
+        for s in [
+            "", "1.001", "2", "0.1234", "01", ".5", "0.5a", "-0", "+1", "0x1",
+        ] {
+            assert_eq!(qvalue(s), None, "{s:?}");
+        }
+    }
 }

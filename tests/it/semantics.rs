@@ -16,6 +16,9 @@ use tempfile::TempDir;
 
 use crate::util::{temp_dir, Resp, Server};
 
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
 /// A server and the data dir it uses; fields drop in order, so the server dies before its dir.
 struct Fixture {
     server: Server,
@@ -175,6 +178,95 @@ fn every_405_allow_list_names_head() {
                 r.status,
                 r.header("allow")
             ));
+        }
+    }
+    assert_none(&violations);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Content negotiation: `Vary: Accept` and q-values
+
+/// Regression: any mention of `application/json` in `Accept` chose JSON, even with `q=0`
+/// (which RFC 9110 §12.4.2 defines as "not acceptable"), and no answer said `Vary: Accept`, so a
+/// shared cache could hand a JSON answer to a client that asked for text.
+#[test]
+fn a_string_is_json_only_when_accept_prefers_it_by_q() {
+    let s = start(&[]);
+    assert_eq!(s.put_text("s", "hi").status, 201);
+    let cases: &[(Option<&str>, bool)] = &[
+        (None, false),
+        (Some("application/json;q=0, text/plain"), false),
+        (Some("application/json;q=0"), false),
+        (Some("application/json;q=0, */*"), false),
+        (Some("*/*"), false),
+        (Some("text/plain, application/json"), false),
+        (Some("application/json, text/plain, */*"), false),
+        (Some("application/json;q=0.5, text/plain;q=0.9"), false),
+        (Some("image/png"), false),
+        (Some("application/json;q=nonsense"), false),
+        (Some("application/json"), true),
+        (Some("text/plain;q=0.5, application/json"), true),
+        (Some("text/html, application/json;q=0.9"), true),
+        (Some("*/*;q=0.1, application/json;q=0.2"), true),
+        (Some("application/*"), true),
+        (Some("Application/JSON; charset=utf-8; q=1"), true),
+    ];
+    let mut violations = Vec::new();
+    for &(accept, json) in cases {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        for method in ["GET", "HEAD"] {
+            let r = s.request(method, "/kv/s", &headers, None);
+            let (ty, body) = if json { (JSON, "\"hi\"") } else { (TEXT, "hi") };
+            if r.status != 200 || r.header("content-type") != Some(ty) {
+                violations.push(format!(
+                    "{method} Accept {accept:?}: {} {:?}, expected {ty}",
+                    r.status,
+                    r.header("content-type")
+                ));
+            }
+            if method == "GET" && r.text() != body {
+                violations.push(format!("GET Accept {accept:?}: body {:?}", r.text()));
+            }
+            if r.header("vary") != Some("Accept") {
+                violations.push(format!(
+                    "{method} Accept {accept:?}: Vary {:?}",
+                    r.header("vary")
+                ));
+            }
+        }
+    }
+    assert_none(&violations);
+}
+
+/// Regression: a 304 left out `Vary: Accept`, which RFC 9110 §15.4.5 has it repeat from the 200.
+#[test]
+fn vary_accept_is_on_every_200_and_304_of_a_key() {
+    let s = start(&[]);
+    assert_eq!(s.put_text("s", "hi").status, 201);
+    assert_eq!(s.put_json("j", &json!([1])).status, 201);
+    let mut violations = Vec::new();
+    for key in ["s", "j"] {
+        let path = format!("/kv/{key}");
+        for method in ["GET", "HEAD"] {
+            let etag = s.request(method, &path, &[], None);
+            let r = s.request(
+                method,
+                &path,
+                &[("If-None-Match", etag.header("etag").expect("etag"))],
+                None,
+            );
+            if r.status != 304 {
+                violations.push(format!("{method} {path} If-None-Match: {}", r.status));
+            }
+            for r in [etag, r] {
+                if r.header("vary") != Some("Accept") {
+                    violations.push(format!(
+                        "{method} {path} ({}): Vary {:?}",
+                        r.status,
+                        r.header("vary")
+                    ));
+                }
+            }
         }
     }
     assert_none(&violations);
