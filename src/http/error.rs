@@ -20,9 +20,11 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed (allowed: {0})")]
     MethodNotAllowed(&'static str),
-    /// An `If-Match` or `If-None-Match` condition did not hold.
+    /// An `If-Match` or `If-None-Match` condition did not hold. Holds the key's current
+    /// version, sent as its `ETag` so a compare-and-set can retry without a GET; `None` when
+    /// the key is absent (or not yet looked up).
     #[error("precondition failed: the key is not at the expected version")]
-    PreconditionFailed,
+    PreconditionFailed(Option<u64>),
     /// A body over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -47,7 +49,8 @@ pub enum ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::PreconditionFailed => ApiError::PreconditionFailed,
+            // The writer does not say the version it saw; handlers fill it in (`kv::write_error`).
+            WriteError::PreconditionFailed => ApiError::PreconditionFailed(None),
             WriteError::NotFound => ApiError::NotFound("key not found".into()),
             WriteError::NotDurable(_)
             | WriteError::LogFailed(_)
@@ -66,7 +69,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -84,6 +87,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 res.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::PreconditionFailed(Some(version)) => {
+                res.insert_header((header::ETAG, format!("\"{version}\"")));
             }
             _ => {}
         }

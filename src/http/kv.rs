@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::{reader, state, SEQ_HEADER};
 use crate::config::Limits;
 use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
-use crate::store::{Conditions, ETags, PendingValue};
+use crate::store::{Conditions, ETags, PendingValue, WriteError};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -249,15 +249,38 @@ async fn body(
     }
 }
 
-/// `GET` and `HEAD /kv/{key}`.
+/// A write's error; a 412 carries the key's current version, read now through this worker's
+/// reader, so the client's next compare-and-set needs no GET.
+///
+/// The writer does not report the version it compared against; the one read here is at least
+/// as new, which is what a retry needs.
+fn write_error(req: &HttpRequest, key: &str, e: WriteError) -> ApiError {
+    match e {
+        WriteError::PreconditionFailed => {
+            ApiError::PreconditionFailed(reader(req).get(key).map(|entry| entry.version()))
+        }
+        e => e.into(),
+    }
+}
+
+/// `GET` and `HEAD /kv/{key}`, with `If-Match` and `If-None-Match` evaluated in the order of
+/// RFC 9110 §13.2.2: an unmet `If-Match` is 412 (also for an absent key), then a matching
+/// `If-None-Match` is 304, then an absent key is 404.
 pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
+    let if_match = etags(&req, header::IF_MATCH, false)?;
+    let if_none_match = etags(&req, header::IF_NONE_MATCH, true)?;
     let found = reader(&req).lookup(&key);
-    let value = found
-        .entry
-        .ok_or_else(|| ApiError::NotFound("key not found".into()))?;
+    let value = found.entry;
+    if let Some(tags) = if_match {
+        let version = value.as_ref().map(|v| v.version());
+        if !tags.matches(version) {
+            return Err(ApiError::PreconditionFailed(version));
+        }
+    }
+    let value = value.ok_or_else(|| ApiError::NotFound("key not found".into()))?;
     let version = value.version();
-    if let Some(tags) = etags(&req, header::IF_NONE_MATCH, true)? {
+    if let Some(tags) = if_none_match {
         if tags.matches(Some(version)) {
             return Ok(HttpResponse::NotModified()
                 .insert_header(etag(version))
@@ -293,7 +316,11 @@ async fn store_value(
     value: PendingValue,
 ) -> Result<HttpResponse, ApiError> {
     let cond = conditions(req)?;
-    let written = state(req).store.put(Arc::clone(&key), value, cond).await?;
+    let written = state(req)
+        .store
+        .put(Arc::clone(&key), value, cond)
+        .await
+        .map_err(|e| write_error(req, &key, e))?;
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -361,7 +388,11 @@ pub async fn post_form(req: HttpRequest, payload: web::Payload) -> Result<HttpRe
 pub async fn delete(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let key = write_key(&req)?;
     let cond = conditions(&req)?;
-    let written = state(&req).store.delete(key, cond).await?;
+    let written = state(&req)
+        .store
+        .delete(Arc::clone(&key), cond)
+        .await
+        .map_err(|e| write_error(&req, &key, e))?;
     Ok(HttpResponse::NoContent()
         .insert_header(seq_header(written.seq))
         .finish())

@@ -11,10 +11,10 @@ use std::net::TcpStream;
 use std::ops::Deref;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::util::{temp_dir, Resp, Server};
+use crate::util::{num, temp_dir, Resp, Server};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -270,4 +270,238 @@ fn vary_accept_is_on_every_200_and_304_of_a_key() {
         }
     }
     assert_none(&violations);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Conditional requests: `If-Match` on reads, and the current `ETag` on every 412
+
+/// Regression: `If-Match` was ignored on GET and HEAD (a stale tag still got 200, and an
+/// absent key 404), though RFC 9110 §13.1.1 has a server answer 412 when it does not match.
+#[test]
+fn if_match_on_get_and_head_gets_412_when_unmet() {
+    let s = start(&[]);
+    assert_eq!(s.put_text("k", "v1").status, 201);
+    assert_eq!(s.put_text("k", "v2").status, 200);
+    let mut violations = Vec::new();
+    for method in ["GET", "HEAD"] {
+        let expect = |headers: &[(&str, &str)], path: &str, status: u16, etag: Option<&str>| {
+            let r = s.request(method, path, headers, None);
+            let mut bad = Vec::new();
+            if r.status != status {
+                bad.push(format!(
+                    "status {} ({})",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            if r.header("etag") != etag {
+                bad.push(format!("ETag {:?}, expected {etag:?}", r.header("etag")));
+            }
+            if status == 412 && method == "GET" {
+                let ok =
+                    serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["error"].is_string());
+                if !ok {
+                    bad.push(format!("412 body {:?}", String::from_utf8_lossy(&r.body)));
+                }
+            }
+            bad.into_iter()
+                .map(|b| format!("{method} {path} {headers:?}: {b}"))
+                .collect::<Vec<_>>()
+        };
+        violations.extend(expect(
+            &[("If-Match", "\"2\"")],
+            "/kv/k",
+            200,
+            Some("\"2\""),
+        ));
+        violations.extend(expect(&[("If-Match", "*")], "/kv/k", 200, Some("\"2\"")));
+        violations.extend(expect(
+            &[("If-Match", "\"1\", \"2\"")],
+            "/kv/k",
+            200,
+            Some("\"2\""),
+        ));
+        // Unmet: 412 with the current ETag, so the client learns the version without a GET.
+        violations.extend(expect(
+            &[("If-Match", "\"1\"")],
+            "/kv/k",
+            412,
+            Some("\"2\""),
+        ));
+        violations.extend(expect(
+            &[("If-Match", "W/\"2\"")],
+            "/kv/k",
+            412,
+            Some("\"2\""),
+        ));
+        violations.extend(expect(
+            &[("If-Match", "\"x\"")],
+            "/kv/k",
+            412,
+            Some("\"2\""),
+        ));
+        // An absent key matches no tag, not even `*`: 412, and there is no ETag to give.
+        violations.extend(expect(&[("If-Match", "\"2\"")], "/kv/absent", 412, None));
+        violations.extend(expect(&[("If-Match", "*")], "/kv/absent", 412, None));
+        // If-Match is evaluated first (RFC 9110 §13.2.2): unmet, it wins over a 304.
+        violations.extend(expect(
+            &[("If-Match", "\"1\""), ("If-None-Match", "\"2\"")],
+            "/kv/k",
+            412,
+            Some("\"2\""),
+        ));
+        // Met, the If-None-Match then decides.
+        violations.extend(expect(
+            &[("If-Match", "\"2\""), ("If-None-Match", "\"2\"")],
+            "/kv/k",
+            304,
+            Some("\"2\""),
+        ));
+        violations.extend(expect(&[("If-Match", "2")], "/kv/k", 400, None));
+    }
+    assert_none(&violations);
+}
+
+/// Regression: a 412 from a write carried no `ETag`, so a client whose compare-and-set lost a
+/// race had to GET the key before trying again.
+#[test]
+fn every_412_of_a_write_carries_the_current_etag_when_the_key_exists() {
+    let s = start(&[]);
+    assert_eq!(s.put_text("k", "v1").status, 201);
+    assert_eq!(s.put_text("k", "v2").status, 200);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let mut violations = Vec::new();
+    /// Method, path, headers, body, the ETag the 412 must carry.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a [u8],
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "PUT",
+            "/kv/k",
+            vec![("If-Match", "\"1\"")],
+            b"x",
+            Some("\"2\""),
+        ),
+        (
+            "PUT",
+            "/kv/k",
+            vec![("If-None-Match", "*")],
+            b"x",
+            Some("\"2\""),
+        ),
+        (
+            "PUT",
+            "/kv/k",
+            vec![("If-None-Match", "\"2\"")],
+            b"x",
+            Some("\"2\""),
+        ),
+        (
+            "POST",
+            "/kv/k",
+            vec![form[0], ("If-Match", "\"1\"")],
+            b"value=x",
+            Some("\"2\""),
+        ),
+        (
+            "DELETE",
+            "/kv/k",
+            vec![("If-Match", "\"1\"")],
+            b"",
+            Some("\"2\""),
+        ),
+        ("PUT", "/kv/absent", vec![("If-Match", "\"2\"")], b"x", None),
+        ("PUT", "/kv/absent", vec![("If-Match", "*")], b"x", None),
+        ("DELETE", "/kv/absent", vec![("If-Match", "*")], b"", None),
+    ];
+    for (method, path, headers, body, etag) in cases {
+        let body = (!body.is_empty() || method != "DELETE").then_some(body);
+        let r = s.request(method, path, &headers, body);
+        let ok = r.status == 412
+            && r.header("etag") == etag
+            && serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["error"].is_string());
+        if !ok {
+            violations.push(format!(
+                "{method} {path} {headers:?}: {} ETag {:?} body {:?}, expected 412 with ETag {etag:?}",
+                r.status,
+                r.header("etag"),
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    assert_none(&violations);
+    // None of them changed anything.
+    let g = s.get("/kv/k");
+    assert_eq!((g.text(), g.header("etag")), ("v2".into(), Some("\"2\"")));
+    assert_eq!(s.get("/kv/absent").status, 404);
+}
+
+/// A compare-and-set loop driven only by the ETag of each 412: several clients race to extend
+/// one chain of versions, none ever GETs, and the chain has no gap and no fork.
+#[test]
+fn a_compare_and_set_loop_needs_no_get() {
+    const CLIENTS: usize = 4;
+    const WRITES: usize = 25;
+    let s = start(&[]);
+    let first = s.put_json("chain", &json!({"prev": 0}));
+    assert_eq!(first.status, 201);
+    let first_tag = first.header("etag").expect("etag").to_string();
+    // Each success: (the version it replaced, the version it wrote).
+    let links: Vec<(u64, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let s = &*s;
+                let mut tag = first_tag.clone();
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    while mine.len() < WRITES {
+                        let prev: u64 = tag.trim_matches('"').parse().expect("numeric tag");
+                        let body = json!({"prev": prev, "client": client}).to_string();
+                        let r = s.request(
+                            "PUT",
+                            "/kv/chain",
+                            &[("Content-Type", JSON), ("If-Match", &tag)],
+                            Some(body.as_bytes()),
+                        );
+                        match r.status {
+                            200 => {
+                                mine.push((prev, num(&r.json(), "version")));
+                                tag = r.header("etag").expect("etag on 200").to_string();
+                            }
+                            412 => {
+                                tag = r.header("etag").expect("etag on 412").to_string();
+                            }
+                            other => panic!("PUT: {other} {}", r.text()),
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let mut links = links;
+    links.sort_by_key(|&(_, version)| version);
+    assert_eq!(links.len(), CLIENTS * WRITES);
+    let mut expected_prev = 1;
+    for (prev, version) in &links {
+        assert_eq!(
+            *prev, expected_prev,
+            "a write replaced a version that was not current"
+        );
+        expected_prev = *version;
+    }
+    let last = s.get("/kv/chain");
+    assert_eq!(
+        last.header("etag"),
+        Some(format!("\"{expected_prev}\"").as_str())
+    );
 }
