@@ -182,14 +182,18 @@ pub async fn observe(
 }
 
 /// Compares the presented token in constant time, so response timing does not leak a prefix.
+///
+/// The scheme name is matched without regard to case (`Bearer`, `bearer`, `BEARER`), as RFC
+/// 9110 §11.1 has it; the token itself is compared exactly.
 fn bearer_matches(value: Option<&header::HeaderValue>, token: &str) -> bool {
-    let Some(presented) = value
+    let Some((scheme, presented)) = value
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim_start().split_once(' '))
     else {
         return false;
     };
-    constant_time_eq::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
 }
 
 /// The calling worker's reader, registered per worker by the server's app factory.

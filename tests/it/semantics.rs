@@ -505,3 +505,36 @@ fn a_compare_and_set_loop_needs_no_get() {
         Some(format!("\"{expected_prev}\"").as_str())
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Small things
+
+/// Regression: only `Bearer` in that exact case was taken, though RFC 9110 §11.1 has the scheme
+/// name matched without regard to case; `bearer s3cret` got 401.
+#[test]
+fn the_bearer_scheme_is_matched_in_any_case() {
+    let s = start(&["--auth-token", "s3cret"]);
+    let mut violations = Vec::new();
+    for (auth, status) in [
+        ("Bearer s3cret", 200),
+        ("bearer s3cret", 200),
+        ("BEARER s3cret", 200),
+        ("bEaReR s3cret", 200),
+        ("bearer   s3cret", 200),
+        ("bearer S3CRET", 401),
+        ("bearer s3cre", 401),
+        ("bearers3cret", 401),
+        ("bearer", 401),
+        ("Basic s3cret", 401),
+        ("Bearerx s3cret", 401),
+    ] {
+        let r = s.request("GET", "/kv", &[("Authorization", auth)], None);
+        if r.status != status {
+            violations.push(format!(
+                "Authorization {auth:?}: {}, expected {status}",
+                r.status
+            ));
+        }
+    }
+    assert_none(&violations);
+}
