@@ -113,6 +113,17 @@ fn content_type(req: &HttpRequest) -> Option<String> {
     )
 }
 
+/// Whether a body of this media type (lower-cased, without parameters) is JSON:
+/// `application/json` or any `application/*+json` (RFC 6839 §3.1), such as
+/// `application/merge-patch+json`.
+fn is_json_type(media_type: &str) -> bool {
+    media_type == JSON
+        || media_type
+            .strip_prefix("application/")
+            .and_then(|subtype| subtype.strip_suffix("+json"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
 /// Whether a string value goes out as JSON (quoted) rather than as its raw text.
 fn wants_json(req: &HttpRequest) -> bool {
     json_preferred(
@@ -335,14 +346,15 @@ async fn store_value(
         }))
 }
 
-/// `PUT /kv/{key}`: a JSON body with `Content-Type: application/json`, else UTF-8 text.
+/// `PUT /kv/{key}`: a JSON body with `Content-Type: application/json` or `application/*+json`,
+/// else UTF-8 text.
 pub async fn put(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let key = write_key(&req)?;
     let limits = state(&req).limits;
     // Check preconditions' syntax before reading a large body.
     conditions(&req)?;
     let bytes = body(&req, payload, limits.max_value_bytes, "value").await?;
-    let value = if content_type(&req).as_deref() == Some(JSON) {
+    let value = if content_type(&req).as_deref().is_some_and(is_json_type) {
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
         PendingValue::from_json(&v)
@@ -580,6 +592,33 @@ mod tests {
             assert!(!json(&[accept]), "{accept:?} should keep the text");
         }
         assert!(!json(&[]));
+    }
+
+    #[test]
+    fn json_media_types_are_application_json_and_any_plus_json() {
+        for t in [
+            "application/json",
+            "application/merge-patch+json",
+            "application/vnd.foo+json",
+            "application/problem+json",
+            "application/vnd.api.v2+json",
+        ] {
+            assert!(is_json_type(t), "{t}");
+        }
+        for t in [
+            "application/+json",
+            "application/json-seq",
+            "application/jsonx",
+            "application/x-ndjson",
+            "text/json",
+            "text/x+json",
+            "application/foo+json/x",
+            "application/foo+jsonx",
+            "text/plain",
+            "",
+        ] {
+            assert!(!is_json_type(t), "{t}");
+        }
     }
 
     #[test]

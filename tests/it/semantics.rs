@@ -538,3 +538,77 @@ fn the_bearer_scheme_is_matched_in_any_case() {
     }
     assert_none(&violations);
 }
+
+/// Regression: only `application/json` bodies were parsed as JSON; an
+/// `application/merge-patch+json` or `application/vnd.foo+json` body was stored as a string.
+#[test]
+fn application_plus_json_bodies_are_stored_as_json() {
+    let s = start(&[]);
+    let mut violations = Vec::new();
+    for (i, ty) in [
+        "application/merge-patch+json",
+        "application/vnd.foo+json; charset=utf-8",
+        "Application/Problem+JSON",
+        "application/vnd.api.v2+json;profile=x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("/kv/j{i}");
+        let r = s.request(
+            "PUT",
+            &key,
+            &[("Content-Type", ty)],
+            Some(br#"{ "a" : [1, 2] }"#),
+        );
+        if r.status != 201 {
+            violations.push(format!("PUT {ty}: {} {}", r.status, r.text()));
+            continue;
+        }
+        let g = s.get(&key);
+        if g.header("content-type") != Some(JSON) || g.text() != r#"{"a":[1,2]}"# {
+            violations.push(format!(
+                "{ty}: stored as {:?} {:?}",
+                g.header("content-type"),
+                g.text()
+            ));
+        }
+        // A JSON string is a string value, served as text.
+        let r = s.request("PUT", &key, &[("Content-Type", ty)], Some(br#""quoted""#));
+        let g = s.get(&key);
+        if r.status != 200 || g.text() != "quoted" {
+            violations.push(format!("{ty}: a JSON string came back as {:?}", g.text()));
+        }
+    }
+    // It must parse: 400, and nothing stored.
+    for ty in [
+        "application/merge-patch+json",
+        "application/vnd.foo+json; charset=utf-8",
+    ] {
+        let r = s.request(
+            "PUT",
+            "/kv/bad",
+            &[("Content-Type", ty)],
+            Some(b"{not json"),
+        );
+        if r.status != 400 || !r.json()["error"].is_string() {
+            violations.push(format!("PUT bad JSON as {ty}: {} {}", r.status, r.text()));
+        }
+    }
+    if s.get("/kv/bad").status != 404 {
+        violations.push("a refused body was stored".into());
+    }
+    // Not JSON types: text, as before.
+    for ty in ["application/json-seq", "text/x+json", "application/+json"] {
+        let r = s.request("PUT", "/kv/t", &[("Content-Type", ty)], Some(b"{not json"));
+        let g = s.get("/kv/t");
+        if !matches!(r.status, 200 | 201) || g.header("content-type") != Some(TEXT) {
+            violations.push(format!(
+                "PUT as {ty}: {} then {:?}",
+                r.status,
+                g.header("content-type")
+            ));
+        }
+    }
+    assert_none(&violations);
+}
