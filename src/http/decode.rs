@@ -70,6 +70,22 @@ pub fn check_key(
     Ok(())
 }
 
+/// Refuses a key to be written that has a `.` or `..` path segment (`.`, `a/./b`, `x/..`).
+///
+/// Clients and proxies remove such segments from a URL before sending it (RFC 3986 §5.2.4), so
+/// `/kv/a/../b` arrives as `/kv/b` and the key could not be read back as it was written. Only
+/// writes are refused: reads and deletes still reach such keys stored by 0.1 (percent-encoded).
+/// `a.b`, `...` and `.hidden` are ordinary segments.
+pub fn check_no_dot_segments(key: &str) -> Result<(), ApiError> {
+    match key.split('/').find(|s| *s == "." || *s == "..") {
+        None => Ok(()),
+        Some(segment) => Err(ApiError::BadRequest(format!(
+            "the key has a `{segment}` path segment; clients remove such segments from URLs \
+             (RFC 3986 §5.2.4), so it could not be read back: choose another key"
+        ))),
+    }
+}
+
 /// A decoded name and value of a query string or form.
 pub type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
@@ -130,6 +146,23 @@ mod tests {
             check_key("a\u{7f}", &l, ApiError::UriTooLong),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn refuses_dot_segments_only() {
+        for bad in [
+            ".", "..", "a/./b", "a/../b", "./x", "x/..", "../x", "x/.", "a//..//b",
+        ] {
+            assert!(
+                matches!(check_no_dot_segments(bad), Err(ApiError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        for fine in [
+            "a.b", "...", ".hidden", "a/.b/c", "a/..b", "b../c", "x", "a/b/", "/",
+        ] {
+            assert!(check_no_dot_segments(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::decode::{check_key, form_pairs, percent_decode};
+use super::decode::{check_key, check_no_dot_segments, form_pairs, percent_decode};
 use super::error::ApiError;
 use super::{reader, state, SEQ_HEADER};
 use crate::config::Limits;
@@ -35,9 +35,16 @@ fn key_of(req: &HttpRequest) -> Result<Cow<'_, str>, ApiError> {
     Ok(key)
 }
 
-/// The key of a write, which the map keeps as a shared `Arc`.
+/// The key of a delete, which the map keeps as a shared `Arc`.
 fn write_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
     key_of(req).map(|k| Arc::from(k.as_ref()))
+}
+
+/// The key of a put, which may not have a `.` or `..` segment (see [`check_no_dot_segments`]).
+fn put_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
+    let key = write_key(req)?;
+    check_no_dot_segments(&key)?;
+    Ok(key)
 }
 
 /// A key's representation is chosen by `Accept` (text or JSON for a string), so caches must
@@ -349,7 +356,7 @@ async fn store_value(
 /// `PUT /kv/{key}`: a JSON body with `Content-Type: application/json` or `application/*+json`,
 /// else UTF-8 text.
 pub async fn put(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let key = write_key(&req)?;
+    let key = put_key(&req)?;
     let limits = state(&req).limits;
     // Check preconditions' syntax before reading a large body.
     conditions(&req)?;
@@ -368,7 +375,7 @@ pub async fn put(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse
 
 /// `POST /kv/{key}` with a form body `value=...`, stored as a string.
 pub async fn post_form(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let key = write_key(&req)?;
+    let key = put_key(&req)?;
     let limits = state(&req).limits;
     if content_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
         return Err(ApiError::UnsupportedMediaType(
@@ -491,6 +498,8 @@ pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
             ("put", serde_json::Value::Object(map)) => {
                 for (key, value) in map {
                     check_key(&key, limits, ApiError::BadRequest)?;
+                    check_no_dot_segments(&key)
+                        .map_err(|e| ApiError::BadRequest(format!("batch key {key:?}: {e}")))?;
                     let value = PendingValue::from_json(&value);
                     if value.json_len() > limits.max_value_bytes {
                         return Err(ApiError::PayloadTooLarge(format!(

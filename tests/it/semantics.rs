@@ -612,3 +612,94 @@ fn application_plus_json_bodies_are_stored_as_json() {
     }
     assert_none(&violations);
 }
+
+/// The seq and every key with its value and version: what a refused write must leave alone.
+fn state(s: &Server) -> (Value, Value) {
+    let r = s.get("/kv?values=true&limit=10000");
+    assert_eq!(r.status, 200, "{}", r.text());
+    (
+        s.snapshot_status()["seq"].clone(),
+        r.json()["items"].clone(),
+    )
+}
+
+/// Regression: `PUT /kv/a/../b` stored the key `a/../b`, which no client can read back: each
+/// normalises the URL to `/kv/b` first (RFC 3986 §5.2.4). Such writes are 400 now, with the
+/// reason; reads and deletes still reach such keys, and names with dots that are not whole
+/// segments stay fine.
+#[test]
+fn writes_of_keys_with_dot_segments_are_refused_with_the_reason() {
+    let s = start(&[]);
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let before = state(&s);
+    let mut violations = Vec::new();
+    for target in [
+        "/kv/.",
+        "/kv/..",
+        "/kv/a/./b",
+        "/kv/a/../b",
+        "/kv/./x",
+        "/kv/x/..",
+        "/kv/%2E%2E",
+        "/kv/a%2F..%2Fb",
+        "/kv/a/%2e/b",
+    ] {
+        for (method, headers, body) in [
+            ("PUT", vec![], &b"v"[..]),
+            ("PUT", vec![("Content-Type", JSON)], &b"1"[..]),
+            ("POST", vec![form], &b"value=v"[..]),
+        ] {
+            let r = raw(&s, method, target, &headers, body);
+            let msg = serde_json::from_slice::<Value>(&r.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string));
+            if r.status != 400 || !msg.as_deref().is_some_and(|m| m.contains("segment")) {
+                violations.push(format!(
+                    "{method} {target}: {} {:?}, expected 400 naming the dot segment",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+        }
+        // Reads and deletes still reach the key (there is none here).
+        for method in ["GET", "HEAD", "DELETE"] {
+            let r = raw(&s, method, target, &[], b"");
+            if r.status != 404 {
+                violations.push(format!("{method} {target}: {}, expected 404", r.status));
+            }
+        }
+    }
+    for key in [".", "..", "a/./b", "a/../b", "./x", "x/.."] {
+        let r = s.batch(&json!({"put": {key: 1, "fine": 2}}));
+        if r.status != 400
+            || !r.json()["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("segment"))
+        {
+            violations.push(format!("batch put {key:?}: {} {}", r.status, r.text()));
+        }
+        let r = s.batch(&json!({"delete": [key]}));
+        if r.status != 200 {
+            violations.push(format!("batch delete {key:?}: {} {}", r.status, r.text()));
+        }
+    }
+    assert_none(&violations);
+    assert_eq!(state(&s), before, "a refused write changed something");
+
+    // Dots that are not a whole segment are ordinary characters.
+    for key in ["a.b", "...", ".hidden", "a/.b/c", "a/..b", "b../c"] {
+        let r = raw(&s, "PUT", &format!("/kv/{key}"), &[], key.as_bytes());
+        assert_eq!(
+            r.status,
+            201,
+            "PUT {key}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let g = raw(&s, "GET", &format!("/kv/{key}"), &[], b"");
+        assert_eq!(
+            (g.status, g.body),
+            (200, key.as_bytes().to_vec()),
+            "GET {key}"
+        );
+    }
+}
