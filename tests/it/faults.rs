@@ -15,7 +15,7 @@ use crate::util::{command, temp_dir, Server};
 /// Files may not grow past this; the first slot (64 KiB) fits, a few hundred KiB of data do not.
 const LIMIT: u64 = 256 * 1024;
 
-fn start_limited(dir: &Path, args: &[&str]) -> Server {
+pub(crate) fn start_limited(dir: &Path, args: &[&str]) -> Server {
     let mut cmd = command();
     // SAFETY: between fork and exec only async-signal-safe calls are made: setrlimit(2) (a bare
     // system call through rustix) and signal(2). SIGXFSZ is ignored so that exceeding the limit
@@ -36,7 +36,7 @@ fn start_limited(dir: &Path, args: &[&str]) -> Server {
 }
 
 /// A batch of `n` keys under `prefix` with 1 KiB values: `n` KiB of image.
-fn big_batch(prefix: &str, n: usize) -> serde_json::Value {
+pub(crate) fn big_batch(prefix: &str, n: usize) -> serde_json::Value {
     let value = "x".repeat(1024);
     let puts: serde_json::Map<_, _> = (0..n)
         .map(|i| (format!("{prefix}{i:05}"), json!(value)))
