@@ -270,8 +270,9 @@ async fn body(
 /// A write's error; a 412 carries the key's current version, read now through this worker's
 /// reader, so the client's next compare-and-set needs no GET.
 ///
-/// The writer does not report the version it compared against; the one read here is at least
-/// as new, which is what a retry needs.
+/// The writer does not report the version it compared against; it answers only after
+/// publishing, so the version read here is at least that one. Were that ever to change, a stale
+/// tag would cost the client one more 412, never a wrong write.
 fn write_error(req: &HttpRequest, key: &str, e: WriteError) -> ApiError {
     match e {
         WriteError::PreconditionFailed => {
