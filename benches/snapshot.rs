@@ -92,7 +92,8 @@ fn bench_size(c: &mut Criterion, n: usize, dir: &Path, tally: &Tally) -> (u64, u
     let img = decode(&source).expect("a valid image");
     let (entries, seq) = (img.entries, img.seq);
     let mut encoded = Vec::new();
-    let len = encode(&mut encoded, Position { seq, log_index: 0 }, AT, &entries).expect("encode into memory");
+    let len = encode(&mut encoded, Position { seq, log_index: 0 }, AT, &entries)
+        .expect("encode into memory");
     if encoded != source {
         // Still a fair bench (every step below uses what `encode` writes), but worth knowing.
         eprintln!("note: the store encodes {n} keys differently from benches/support/data.rs");
@@ -125,7 +126,9 @@ fn bench_size(c: &mut Criterion, n: usize, dir: &Path, tally: &Tally) -> (u64, u
             timed(tally, &id, iters, |_| {
                 buf.clear();
                 let t = Instant::now();
-                black_box(encode(&mut buf, Position { seq, log_index: 0 }, AT, &entries).expect("encode"));
+                black_box(
+                    encode(&mut buf, Position { seq, log_index: 0 }, AT, &entries).expect("encode"),
+                );
                 t.elapsed()
             })
         })

@@ -271,8 +271,11 @@ impl Engine {
             torn,
         };
         tracing::info!(
-            seq = recovered.seq, keys, replayed = recovered.replayed,
-            ms = recovered.time.as_millis() as u64, "recovered"
+            seq = recovered.seq,
+            keys,
+            replayed = recovered.replayed,
+            ms = recovered.time.as_millis() as u64,
+            "recovered"
         );
         Ok(Engine {
             store,

@@ -44,11 +44,7 @@ pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write
         }
     };
     // A data dir has a log beside its slots; a single slot file is reported alone.
-    let log_dir = if abs.is_dir() {
-        abs.join(crate::log::DIR)
-    } else {
-        abs.with_file_name("\0no log for a single file")
-    };
+    let log_dir = abs.is_dir().then(|| abs.join(crate::log::DIR));
     let scan = match Scan::dir_or_file(&abs, Depth::Every) {
         Ok(scan) => scan,
         Err(e) => {
@@ -60,7 +56,7 @@ pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write
         }
     };
     let files = slot_reports(&scan);
-    let result = recovery::recover_scan(scan, &log_dir);
+    let result = recovery::recover_scan(scan, log_dir.as_deref());
     let status = if result.is_ok() {
         EXIT_OK
     } else {
@@ -194,7 +190,11 @@ fn human(
                         "  records:    index {}..={last}, seq {a}..={b}",
                         s.first_index
                     )?,
-                    _ => writeln!(out, "  records:    none (starts at index {})", s.first_index)?,
+                    _ => writeln!(
+                        out,
+                        "  records:    none (starts at index {})",
+                        s.first_index
+                    )?,
                 }
                 writeln!(out, "  valid:      yes")?;
                 if let Some(t) = r.log.torn.as_ref().filter(|t| t.path == s.path) {

@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 use file::{SegmentFile, Storage};
 
 use crate::metrics::Metrics;
-use crate::store::{
-    marks, Appended, Faults, Journal, Logged, MarkSender, MarkWatch, SharedError,
-};
+use crate::store::{marks, Appended, Faults, Journal, Logged, MarkSender, MarkWatch, SharedError};
 
 /// A segment is closed and a new one started once it holds this many bytes: small enough that
 /// a checkpoint frees space in steps, large enough that rolling (a flush, a new file and a
@@ -182,22 +180,18 @@ impl Log {
         let (path, file, len) = match start.segment {
             Some(first) => {
                 let path = options.dir.join(segment_name(first));
-                let file = storage
-                    .open(&path)
-                    .map_err(|source| LogError::Roll {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let file = storage.open(&path).map_err(|source| LogError::Roll {
+                    path: path.clone(),
+                    source,
+                })?;
                 (path, file, start.segment_len)
             }
             None => {
                 let path = options.dir.join(segment_name(start.next_index));
-                let file = storage
-                    .create(&path)
-                    .map_err(|source| LogError::Roll {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let file = storage.create(&path).map_err(|source| LogError::Roll {
+                    path: path.clone(),
+                    source,
+                })?;
                 (path, file, 0)
             }
         };

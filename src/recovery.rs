@@ -71,11 +71,12 @@ pub enum RecoveryError {
 
 /// Reads the data dir `dir` and works out what recovery would load.
 pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
-    recover_scan(Scan::dir(dir, depth)?, &dir.join(crate::log::DIR))
+    recover_scan(Scan::dir(dir, depth)?, Some(&dir.join(crate::log::DIR)))
 }
 
-/// Like [`recover`], from a slot scan already made (`inspect` of a single file passes one).
-pub fn recover_scan(mut slots: Scan, log_dir: &Path) -> Result<Recovery, RecoveryError> {
+/// Like [`recover`], from a slot scan already made; `inspect` of a single slot file passes
+/// no log.
+pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, RecoveryError> {
     let (image, loaded) = match slots.take_recovery()? {
         Some((path, capacity, image)) => {
             let loaded = Loaded {
@@ -97,7 +98,7 @@ pub fn recover_scan(mut slots: Scan, log_dir: &Path) -> Result<Recovery, Recover
     };
     let mut replayed = 0;
     let mut last_index = after;
-    let log = scan::scan(log_dir, after, |rec| {
+    let visit = |rec: crate::log::record::Record| {
         if rec.index != last_index + 1 {
             return Err(format!(
                 "record {} follows record {last_index}: the log skips records the snapshot lacks",
@@ -125,7 +126,11 @@ pub fn recover_scan(mut slots: Scan, log_dir: &Path) -> Result<Recovery, Recover
         last_index = rec.index;
         replayed += 1;
         Ok(())
-    });
+    };
+    let log = match log_dir {
+        Some(dir) => scan::scan(dir, after, visit),
+        None => LogReport::default(),
+    };
     if let Some(d) = &log.damage {
         return Err(RecoveryError::Log(d.clone()));
     }

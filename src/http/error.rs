@@ -55,9 +55,7 @@ impl From<WriteError> for ApiError {
             WriteError::NotDurable(_)
             | WriteError::LogFailed(_)
             | WriteError::Halted(_)
-            | WriteError::ShuttingDown => {
-                ApiError::Unavailable(crate::Chain(&e).to_string())
-            }
+            | WriteError::ShuttingDown => ApiError::Unavailable(crate::Chain(&e).to_string()),
         }
     }
 }

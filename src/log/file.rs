@@ -99,7 +99,10 @@ impl SegmentFile for SimFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         let mut s = self.state.lock().expect("sim file lock");
         if s.fail {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated full disk"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "simulated full disk",
+            ));
         }
         s.pending.extend_from_slice(buf);
         Ok(())
@@ -108,7 +111,10 @@ impl SegmentFile for SimFile {
     fn sync(&self) -> io::Result<()> {
         let mut s = self.state.lock().expect("sim file lock");
         if s.fail {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated full disk"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "simulated full disk",
+            ));
         }
         let pending = std::mem::take(&mut s.pending);
         s.durable.extend_from_slice(&pending);

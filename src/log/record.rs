@@ -185,7 +185,7 @@ struct RawWrite<'a> {
     #[serde(borrow, default)]
     put: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    value: Option<&'a RawValue>,
+    value: Value<'a>,
     #[serde(borrow, default)]
     delete: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -194,6 +194,20 @@ struct RawWrite<'a> {
     if_match: Option<RawTags<'a>>,
     #[serde(borrow, default)]
     if_none_match: Option<RawTags<'a>>,
+}
+
+/// A put's value: present (even `null`) or absent; `Option` would read `null` as absent.
+#[derive(Default)]
+enum Value<'a> {
+    #[default]
+    Absent,
+    Present(&'a RawValue),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(Value::Present)
+    }
 }
 
 #[derive(Deserialize)]
@@ -253,13 +267,13 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
             if_none_match: tags(w.if_none_match)?,
         };
         let write = match (w.put, w.value, w.delete, w.batch) {
-            (Some(k), Some(v), None, None) => Write::Put {
+            (Some(k), Value::Present(v), None, None) => Write::Put {
                 key: key(k)?,
                 value: PendingValue::from_raw(v.get().as_bytes()),
                 cond,
             },
-            (None, None, Some(k), None) => Write::Delete { key: key(k)?, cond },
-            (None, None, None, Some(b)) if cond == Conditions::default() => Write::Batch {
+            (None, Value::Absent, Some(k), None) => Write::Delete { key: key(k)?, cond },
+            (None, Value::Absent, None, Some(b)) if cond == Conditions::default() => Write::Batch {
                 puts: b
                     .put
                     .into_iter()
@@ -297,6 +311,23 @@ mod tests {
             })
             .unwrap();
         apply
+            .apply(Write::Put {
+                key: Arc::from("null"),
+                value: PendingValue::from_json(&serde_json::Value::Null),
+                cond: Conditions::default(),
+            })
+            .unwrap();
+        apply
+            .apply(Write::Put {
+                key: Arc::from("k \"q\" é 2"),
+                value: PendingValue::from_json(&serde_json::json!({"a": [1, 2.5, null]})),
+                cond: Conditions {
+                    if_none_match: Some(ETags::Any),
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        apply
             .apply(Write::Batch {
                 puts: vec![(Arc::from("b"), PendingValue::from_text("two"))],
                 deletes: vec![Arc::from("gone")],
@@ -306,7 +337,7 @@ mod tests {
             .apply(Write::Delete {
                 key: Arc::from("b"),
                 cond: Conditions {
-                    if_match: Some(ETags::List(vec![2, 9])),
+                    if_match: Some(ETags::List(vec![4, 9])),
                     ..Default::default()
                 },
             })
@@ -330,11 +361,15 @@ mod tests {
         assert_eq!(v["index"], 7);
         assert_eq!(v["writes"][0]["value"]["a"][1], 2.5);
         let rec = decode(&line).unwrap();
-        assert_eq!((rec.index, rec.seq, rec.writes.len()), (7, 3, 3));
-        match &rec.writes[2] {
+        assert_eq!((rec.index, rec.seq, rec.writes.len()), (7, 3, 5));
+        match &rec.writes[1] {
+            Write::Put { value, .. } => assert_eq!(value.json(), b"null"),
+            other => panic!("{other:?}"),
+        }
+        match &rec.writes[4] {
             Write::Delete { key, cond } => {
                 assert_eq!(&**key, "b");
-                assert_eq!(cond.if_match, Some(ETags::List(vec![2, 9])));
+                assert_eq!(cond.if_match, Some(ETags::List(vec![4, 9])));
             }
             other => panic!("{other:?}"),
         }
@@ -371,7 +406,10 @@ mod tests {
             r#"{"index":1,"seq":1,"writes":[{"delete":"a","if_match":"x"}]"#,
             r#"{"index":1,"seq":1,"writes":[{"delete":"a"}],"extra":1"#,
         ] {
-            let sealed = format!("{body},\"crc32c\":\"{:08x}\"}}", crc32c::crc32c(body.as_bytes()));
+            let sealed = format!(
+                "{body},\"crc32c\":\"{:08x}\"}}",
+                crc32c::crc32c(body.as_bytes())
+            );
             assert!(decode(sealed.as_bytes()).is_err(), "{body}");
         }
     }

@@ -307,7 +307,13 @@ mod tests {
     fn image(seq: u64, keys: &[&str]) -> Vec<u8> {
         let e: Entries = keys.iter().map(|k| Entry::new(k, seq, b"\"v\"")).collect();
         let mut out = Vec::new();
-        format::encode(&mut out, format::Position { seq, log_index: 0 }, "2026-11-27T00:00:00Z", &e).unwrap();
+        format::encode(
+            &mut out,
+            format::Position { seq, log_index: 0 },
+            "2026-11-27T00:00:00Z",
+            &e,
+        )
+        .unwrap();
         out.extend_from_slice(&[b' '; 100]);
         out
     }

@@ -98,9 +98,7 @@ impl Worker {
             self.attempt();
         }
         match &self.status.load().last_error {
-            Some(e) if self.applied.seq > self.durable => {
-                Err(SnapshotError::Final(Arc::clone(e)))
-            }
+            Some(e) if self.applied.seq > self.durable => Err(SnapshotError::Final(Arc::clone(e))),
             _ => {
                 tracing::info!(seq = self.durable, "final snapshot is durable");
                 Ok(())

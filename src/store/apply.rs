@@ -175,8 +175,7 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                 })
             }
             Write::Batch { puts, deletes } => {
-                let changes =
-                    !puts.is_empty() || deletes.iter().any(|k| self.current(k).is_some());
+                let changes = !puts.is_empty() || deletes.iter().any(|k| self.current(k).is_some());
                 if changes {
                     self.seq += 1;
                     for key in &deletes {

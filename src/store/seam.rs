@@ -48,7 +48,8 @@ pub trait Journal: Send + fmt::Debug + 'static {
     /// Records `writes`, which bring the map to `seq`, as the next record; with `flush`, makes
     /// it durable before returning. On error nothing of the record remains in the log, so the
     /// writer can refuse the batch and go on.
-    fn append(&mut self, seq: u64, writes: &[Logged], flush: bool) -> Result<Appended, SharedError>;
+    fn append(&mut self, seq: u64, writes: &[Logged], flush: bool)
+        -> Result<Appended, SharedError>;
 }
 
 /// Something downstream of the writer: it is told each published batch, in order.

@@ -64,7 +64,8 @@ impl Writer {
             return refuse(batch, &reason);
         }
         let mut stop = false;
-        let mut replies: Vec<(Reply, Result<Written, WriteError>)> = Vec::with_capacity(batch.len());
+        let mut replies: Vec<(Reply, Result<Written, WriteError>)> =
+            Vec::with_capacity(batch.len());
         let mut checkpoints = Vec::new();
         let handle = &self.handle;
         let mut apply = Apply::new(

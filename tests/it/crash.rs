@@ -275,7 +275,7 @@ fn async_recovers_the_exact_state_at_one_seq_after_kills() {
     const ROUNDS: usize = 3;
     const KILL_AFTER: [u64; ROUNDS] = [150, 400, 250];
     const MAX_BATCHES: u64 = 20_000;
-    let args = ["--durability", "async", "--snapshot-interval-ms", "5"];
+    let args = ["--durability", "async", "--fsync-interval-ms", "5"];
     let dir = temp_dir();
     // The filler takes seq 1, so batch `n` is seq `n` from `FIRST` on.
     const FIRST: u64 = 2;
@@ -381,7 +381,7 @@ fn sync_writers_share_flushes() {
     const WRITES: usize = 50;
     let dir = temp_dir();
     let s = Server::start(dir.path(), &["--durability", "sync"]);
-    let before = metric(&s, "twinkv_snapshots_total");
+    let before = metric(&s, "twinkv_log_fsyncs_total");
     let start = Barrier::new(CLIENTS);
     let failures: Vec<String> = thread::scope(|scope| {
         let handles: Vec<_> = (0..CLIENTS)
@@ -413,7 +413,7 @@ fn sync_writers_share_flushes() {
         writes,
         "sync writes were answered before they were durable"
     );
-    let snapshots = metric(&s, "twinkv_snapshots_total") - before;
+    let snapshots = metric(&s, "twinkv_log_fsyncs_total") - before;
     assert!(snapshots >= 1);
     assert!(
         snapshots < writes,

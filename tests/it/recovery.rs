@@ -166,7 +166,7 @@ fn assert_status_sane(st: &Value, dir: &Path) -> String {
 /// Checks a slot document against the figures of the report that named it.
 fn assert_doc_matches(doc: &Value, st: &Value) {
     assert_eq!(doc["format"], "twinkv-snapshot/1");
-    assert_eq!(num(doc, "seq"), num(st, "durable_seq"), "{st}");
+    assert_eq!(num(doc, "seq"), num(st, "snapshot_seq"), "{st}");
     assert_eq!(num(doc, "count"), num(st, "keys"), "{st}");
     let data = doc["data"].as_object().expect("data is an object");
     assert_eq!(data.len() as u64, num(doc, "count"));
@@ -254,7 +254,7 @@ fn round_trip_through_a_restart_keeps_keys_values_versions_and_seq() {
 
     let snap = s.snapshot_now();
     let seq = num(&snap, "seq");
-    assert_eq!(num(&snap, "durable_seq"), seq, "{snap}");
+    assert_eq!(num(&snap, "snapshot_seq"), seq, "{snap}");
     assert!(seq > max_version, "seq {seq} vs max version {max_version}");
     assert_eq!(num(&snap, "keys"), before.len() as u64, "{snap}");
     let slot = assert_status_sane(&snap, dir.path());
@@ -266,7 +266,7 @@ fn round_trip_through_a_restart_keeps_keys_values_versions_and_seq() {
     );
     let get_status = s.snapshot_status();
     assert_eq!(get_status["file"], snap["file"]);
-    assert_eq!(num(&get_status, "durable_seq"), seq);
+    assert_eq!(num(&get_status, "snapshot_seq"), seq);
     assert_doc_matches(&read_doc(&slot_path), &snap);
     stop(s);
 
@@ -294,7 +294,7 @@ fn round_trip_through_a_restart_keeps_keys_values_versions_and_seq() {
     );
     let st = s.snapshot_status();
     assert_eq!(num(&st, "seq"), seq, "seq after restart: {st}");
-    assert_eq!(num(&st, "durable_seq"), seq, "{st}");
+    assert_eq!(num(&st, "snapshot_seq"), seq, "{st}");
     assert_eq!(num(&st, "keys"), before.len() as u64, "{st}");
     assert_eq!(slot_of(&st, dir.path()), slot);
     assert_status_sane(&st, dir.path());
@@ -389,7 +389,7 @@ fn slot_file_is_valid_json_as_it_stands_and_snapshots_alternate_slots() {
     // A snapshot with nothing new writes nothing.
     let again = s.snapshot_now();
     assert_eq!(again["file"], first["file"], "{again}");
-    assert_eq!(num(&again, "durable_seq"), num(&first, "durable_seq"));
+    assert_eq!(num(&again, "snapshot_seq"), num(&first, "snapshot_seq"));
 
     put(&s, "k2", &json!("second"));
     let second = s.snapshot_now();
@@ -398,11 +398,11 @@ fn slot_file_is_valid_json_as_it_stands_and_snapshots_alternate_slots() {
         first_slot, second_slot,
         "two snapshots in a row share a slot"
     );
-    assert!(num(&second, "durable_seq") > num(&first, "durable_seq"));
+    assert!(num(&second, "snapshot_seq") > num(&first, "snapshot_seq"));
     // Both files exist, each valid JSON as it stands, with different seqs.
     let doc1 = read_doc(&dir.path().join(&first_slot));
     let doc2 = read_doc(&dir.path().join(&second_slot));
-    assert_eq!(num(&doc1, "seq"), num(&first, "durable_seq"));
+    assert_eq!(num(&doc1, "seq"), num(&first, "snapshot_seq"));
     assert_doc_matches(&doc2, &second);
     assert_eq!(doc2["data"]["k2"], json!("second"));
     assert!(
@@ -417,7 +417,7 @@ fn slot_file_is_valid_json_as_it_stands_and_snapshots_alternate_slots() {
     assert_doc_matches(&read_doc(&dir.path().join(&first_slot)), &third);
     assert_eq!(
         num(&read_doc(&dir.path().join(&second_slot)), "seq"),
-        num(&second, "durable_seq"),
+        num(&second, "snapshot_seq"),
         "the newer slot was changed by the next snapshot"
     );
     stop(s);
@@ -525,9 +525,11 @@ struct TwoSlots {
     older_state: BTreeMap<String, (Value, u64)>,
     /// The older image's length.
     older_bytes: u64,
-    /// The newer slot's name and seq (highest per `inspect --json`).
+    /// The newer slot's name and seq (highest per `inspect --json`), and the state at that seq
+    /// (what the older slot plus the log after it recover to as well).
     newer: String,
     newer_seq: u64,
+    newer_state: BTreeMap<String, (Value, u64)>,
     /// The newer image's length.
     newer_bytes: u64,
 }
@@ -545,6 +547,7 @@ fn two_slots(dir: &Path) -> TwoSlots {
     assert_eq!(s.delete("only-old").status, 204);
     put(&s, "only-new", &json!([2]));
     let second = s.snapshot_now();
+    let newer_state = s.entries();
     assert_ne!(first["file"], second["file"]);
     stop(s);
 
@@ -570,8 +573,8 @@ fn two_slots(dir: &Path) -> TwoSlots {
     assert_eq!(files.len(), 2, "{report}");
     let (older_seq, older, older_bytes) = files[0].clone();
     let (newer_seq, newer, newer_bytes) = files[1].clone();
-    assert_eq!(older_seq, num(&first, "durable_seq"));
-    assert_eq!(newer_seq, num(&second, "durable_seq"));
+    assert_eq!(older_seq, num(&first, "snapshot_seq"));
+    assert_eq!(newer_seq, num(&second, "snapshot_seq"));
     assert_names(&report["recovers_from"], &newer);
     TwoSlots {
         older,
@@ -580,6 +583,7 @@ fn two_slots(dir: &Path) -> TwoSlots {
         older_bytes,
         newer,
         newer_seq,
+        newer_state,
         newer_bytes,
     }
 }
@@ -650,22 +654,29 @@ fn damaged_newest_slot_falls_back_to_the_older(how: Damage) {
         "{human}"
     );
 
+    assert_eq!(
+        report["recovers_to_seq"], two.newer_seq,
+        "{how:?}: {report}"
+    );
+
+    // The older slot plus the log after it (kept back to the older slot's position) give the
+    // newest state: nothing answered is lost to a damaged newest slot.
     let s = start(dir.path(), &[]);
     assert_eq!(
         s.entries(),
-        two.older_state,
-        "{how:?}: not the older slot's data"
+        two.newer_state,
+        "{how:?}: not the older slot's data plus the log"
     );
     let st = s.snapshot_status();
-    assert_eq!(num(&st, "seq"), two.older_seq, "{how:?}: {st}");
-    assert_eq!(num(&st, "durable_seq"), two.older_seq, "{how:?}: {st}");
+    assert_eq!(num(&st, "seq"), two.newer_seq, "{how:?}: {st}");
+    assert_eq!(num(&st, "snapshot_seq"), two.older_seq, "{how:?}: {st}");
     assert_eq!(slot_of(&st, dir.path()), two.older, "{how:?}: {st}");
     let said = s.stdout.lock().unwrap().join("\n");
     assert!(said.contains(&two.older), "{how:?}: recovery line: {said}");
 
     // The next snapshot overwrites the damaged slot, never the only valid one.
     let v = put(&s, "after-damage", &json!(true));
-    assert_eq!(v, two.older_seq + 1, "{how:?}");
+    assert_eq!(v, two.newer_seq + 1, "{how:?}");
     let st = s.snapshot_now();
     assert_eq!(slot_of(&st, dir.path()), two.newer, "{how:?}: {st}");
     assert_eq!(
@@ -680,7 +691,7 @@ fn damaged_newest_slot_falls_back_to_the_older(how: Damage) {
     assert_names(&report["recovers_from"], &two.newer);
     let s = start(dir.path(), &[]);
     assert_eq!(s.get("/kv/after-damage").json(), json!(true));
-    assert_eq!(s.get("/kv/shared").text(), "old");
+    assert_eq!(s.get("/kv/shared").text(), "new");
     stop(s);
 }
 
@@ -777,8 +788,10 @@ fn a_leftover_temporary_slot_is_never_loaded() {
     assert_names(&report["recovers_from"], &two.older);
 
     let s = start(dir.path(), &[]);
-    assert_eq!(s.entries(), two.older_state, "a temporary file was loaded");
-    assert_eq!(num(&s.snapshot_status(), "seq"), two.older_seq);
+    // The older slot and the log after it: the newest state, though its image was hidden.
+    assert_eq!(s.entries(), two.newer_state, "a temporary file was loaded");
+    assert_eq!(num(&s.snapshot_status(), "snapshot_seq"), two.older_seq);
+    assert_eq!(num(&s.snapshot_status(), "seq"), two.newer_seq);
     put(&s, "new", &json!(1));
     let st = s.snapshot_now();
     assert_eq!(slot_of(&st, dir.path()), two.newer);
@@ -789,7 +802,7 @@ fn a_leftover_temporary_slot_is_never_loaded() {
     assert_names(&report["recovers_from"], &two.newer);
     assert_eq!(
         num(file_entry(&report, &two.newer), "seq"),
-        two.older_seq + 1
+        two.newer_seq + 1
     );
 }
 
@@ -819,7 +832,7 @@ fn inspect_on_an_empty_dir_exits_0_and_on_a_missing_path_exits_2() {
 #[test]
 fn sigterm_writes_a_final_snapshot_holding_every_answered_write() {
     let dir = temp_dir();
-    let s = start(dir.path(), &["--snapshot-interval-ms", "600000"]);
+    let s = start(dir.path(), &["--checkpoint-log-bytes", "1000000000"]);
     for i in 0..150 {
         put(
             &s,
@@ -839,7 +852,7 @@ fn sigterm_writes_a_final_snapshot_holding_every_answered_write() {
     // With a ten-minute interval no snapshot has been taken: only the final one can hold these.
     // (A precondition of this test rather than a rule: it makes the final snapshot the only one.)
     assert_eq!(
-        num(&st, "durable_seq"),
+        num(&st, "snapshot_seq"),
         0,
         "a snapshot was taken early: {st}"
     );
@@ -864,7 +877,7 @@ fn sigterm_writes_a_final_snapshot_holding_every_answered_write() {
         .collect();
     assert_eq!(dumped, Some(expected));
 
-    let s = start(dir.path(), &["--snapshot-interval-ms", "600000"]);
+    let s = start(dir.path(), &["--checkpoint-log-bytes", "1000000000"]);
     assert_eq!(s.entries(), before);
     assert_eq!(num(&s.snapshot_status(), "seq"), seq);
     stop(s);
@@ -876,7 +889,7 @@ fn sigterm_during_concurrent_writes_keeps_every_answered_write() {
     const STOP_AFTER: u64 = 300;
     const MAX_PER_CLIENT: u64 = 20_000;
     let dir = temp_dir();
-    let args = ["--snapshot-interval-ms", "600000"];
+    let args = ["--checkpoint-log-bytes", "1000000000"];
     let s = start(dir.path(), &args);
     let answered = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..CLIENTS)
@@ -1000,7 +1013,7 @@ fn inspect_reads_a_live_servers_dir_without_disturbing_it() {
     assert_eq!(report["recovers_from"], second["file"], "{report}");
     assert_eq!(
         num(file_entry(&report, &slot_of(&first, dir.path())), "seq"),
-        num(&first, "durable_seq")
+        num(&first, "snapshot_seq")
     );
     let (code, dumped) = inspect_dump(dir.path());
     assert_eq!(code, 0);
@@ -1013,7 +1026,7 @@ fn inspect_reads_a_live_servers_dir_without_disturbing_it() {
     // The server is unaffected: it still writes, snapshots and stops cleanly.
     put(&s, "live/after-inspect", &json!(1));
     let third = s.snapshot_now();
-    assert!(num(&third, "durable_seq") > num(&second, "durable_seq"));
+    assert!(num(&third, "snapshot_seq") > num(&second, "snapshot_seq"));
     assert_eq!(s.get("/health").json()["status"], "ok");
     stop(s);
     let (code, dumped) = inspect_dump(dir.path());

@@ -314,7 +314,16 @@ fn verify(
 fn torture(sync: bool, kills: u64) {
     let dir = temp_dir();
     let durability = if sync { "sync" } else { "async" };
-    let args = ["--durability", durability, "--snapshot-interval-ms", "2"];
+    let args = [
+        "--durability",
+        durability,
+        "--fsync-interval-ms",
+        "2",
+        "--checkpoint-log-bytes",
+        "20000",
+        "--log-segment-bytes",
+        "8192",
+    ];
     let mut s = Server::start(dir.path(), &args);
     // A few MB of background data, so each image takes a while to write and the file grows.
     let filler = "f".repeat(200);
