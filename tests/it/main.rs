@@ -7,6 +7,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod model;
+mod outside;
 mod recovery;
 mod smoke;
 mod soak;
