@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod faults;
 mod hostile;
+mod inprocess;
 mod model;
 mod outside;
 mod recovery;
