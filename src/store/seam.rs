@@ -200,30 +200,68 @@ impl Faults {
 
     /// Runs `body` on a new thread named `name`; a panic in it is recorded here instead of
     /// passing silently, so the server stops accepting writes it could not make durable.
+    ///
+    /// The death is recorded from the panic hook, before unwinding drops what the thread owns:
+    /// recorded after `catch_unwind`, a waiter could see the thread's channel close (and answer
+    /// 503) while `/health` still said "ok" and the writer still applied writes. So a panic
+    /// that `body` catches itself counts as a death too: supervised threads do not catch panics.
     pub fn spawn<T: Send + 'static>(
         &self,
         name: &str,
         body: impl FnOnce() -> T + Send + 'static,
     ) -> std::io::Result<std::thread::JoinHandle<Option<T>>> {
+        install_panic_hook();
         let faults = self.clone();
         let label = name.to_string();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(
-                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            .spawn(move || {
+                SUPERVISED.set(Some((faults.clone(), label.clone())));
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
                     Ok(v) => Some(v),
                     Err(payload) => {
-                        let what = payload
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| payload.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a panic".into());
-                        faults.record(format!("the {label} thread died: {what}"));
+                        // Already recorded by the hook, unless another hook replaced it since.
+                        faults.record(death(&label, &*payload));
                         None
                     }
-                },
-            )
+                }
+            })
     }
+}
+
+thread_local! {
+    /// On a thread started by [`Faults::spawn`]: where its death is recorded, and its label.
+    static SUPERVISED: std::cell::RefCell<Option<(Faults, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Wraps the process's panic hook once, so a supervised thread's panic is recorded at the
+/// moment it happens; every panic is then reported by the previous hook as before.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = SUPERVISED.try_with(|s| {
+                if let Ok(s) = s.try_borrow() {
+                    if let Some((faults, label)) = &*s {
+                        faults.record(death(label, info.payload()));
+                    }
+                }
+            });
+            previous(info);
+        }));
+    });
+}
+
+/// The reason recorded for a thread that panicked with `payload`.
+fn death(label: &str, payload: &(dyn std::any::Any + Send)) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("the {label} thread died: {what}")
 }
 
 #[cfg(test)]
@@ -277,5 +315,28 @@ mod tests {
             faults.get().as_deref().map(String::as_str),
             Some("the test thread died: boom")
         );
+    }
+
+    #[test]
+    fn a_death_is_recorded_before_the_dying_thread_drops_anything() {
+        // Regression: the death was recorded only after unwinding, so whoever watched the
+        // thread's channel saw it close while `Faults` (and `/health`) still said nothing.
+        let faults = Faults::default();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let j = faults
+            .spawn("doomed", move || {
+                let _owned = tx;
+                panic!("on purpose")
+            })
+            .unwrap();
+        assert!(
+            rx.recv().is_err(),
+            "the channel closes as the thread unwinds"
+        );
+        assert_eq!(
+            faults.get().as_deref().map(String::as_str),
+            Some("the doomed thread died: on purpose")
+        );
+        assert!(j.join().unwrap().is_none());
     }
 }
