@@ -59,6 +59,30 @@ pub struct AppState {
     pub durability: Durability,
 }
 
+impl AppState {
+    /// The state of an HTTP server over `engine`.
+    pub fn new(
+        engine: &crate::engine::Engine,
+        limits: Limits,
+        auth_token: Option<String>,
+        durability: Durability,
+    ) -> AppState {
+        AppState {
+            store: engine.store.handle(),
+            snapshot: engine.snapshot_status(),
+            snapshot_marks: engine.snapshot_marks(),
+            log_marks: engine.log_marks(),
+            log_bytes: engine.log_bytes(),
+            log_stats: engine.log_stats(),
+            faults: engine.faults.clone(),
+            metrics: Arc::clone(&engine.metrics),
+            limits,
+            auth_token,
+            durability,
+        }
+    }
+}
+
 /// Registers every route. The server and in-process tests share it.
 ///
 /// Every route that answers GET answers HEAD too, with the same handler (RFC 9110 §9.1): actix

@@ -143,19 +143,12 @@ fn run_http(
     engine: &Engine,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServeError> {
-    let state = web::Data::new(AppState {
-        store: engine.store.handle(),
-        snapshot: engine.snapshot_status(),
-        snapshot_marks: engine.snapshot_marks(),
-        log_marks: engine.log_marks(),
-        log_bytes: engine.log_bytes(),
-        log_stats: engine.log_stats(),
-        faults: engine.faults.clone(),
-        metrics: std::sync::Arc::clone(&engine.metrics),
-        limits: config.limits,
-        auth_token: config.auth_token.clone(),
-        durability: config.durability,
-    });
+    let state = web::Data::new(AppState::new(
+        engine,
+        config.limits,
+        config.auth_token.clone(),
+        config.durability,
+    ));
     let readers = engine.store.readers();
     let local = listener.local_addr().map_err(ServeError::Http)?;
     actix_web::rt::System::new().block_on(async move {

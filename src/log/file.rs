@@ -76,8 +76,11 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
 /// was only written, and [`SimDisk::crash`] decides what of the unflushed part survives.
 #[derive(Debug, Default, Clone)]
 pub struct SimDisk {
-    files: Arc<Mutex<Vec<(PathBuf, Arc<SimFile>)>>>,
+    files: Arc<Mutex<SimFiles>>,
 }
+
+/// Every file of a [`SimDisk`], by path, in the order made.
+type SimFiles = Vec<(PathBuf, Arc<SimFile>)>;
 
 /// A file of a [`SimDisk`].
 #[derive(Debug, Default)]

@@ -5,7 +5,6 @@
 //! through the shutdown future it was given.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -18,7 +17,8 @@ use actix_web::web::{self, Bytes};
 use actix_web::App;
 use clap::Parser;
 use serde_json::{json, Value};
-use twinkv::{AppState, Durability, Engine, Limits, Metrics};
+use twinkv::engine::Settings;
+use twinkv::{AppState, Durability, Engine, Limits};
 
 /// An engine on a fresh data dir (snapshots every 10 ms) and the state a server builds from
 /// it, as `server::run_http` does.
@@ -31,18 +31,14 @@ struct Fixture {
 impl Fixture {
     fn new(auth_token: Option<&str>) -> Fixture {
         let dir = crate::util::temp_dir();
-        let engine = Engine::open(dir.path(), Durability::Async, Duration::from_millis(10))
-            .expect("open the engine");
-        let state = web::Data::new(AppState {
-            store: engine.store.handle(),
-            snapshot: engine.snapshot_status(),
-            snapshot_marks: engine.snapshot_marks(),
-            faults: engine.faults.clone(),
-            metrics: Arc::new(Metrics::default()),
-            limits: Limits::default(),
-            auth_token: auth_token.map(str::to_string),
-            durability: Durability::Async,
-        });
+        let engine =
+            Engine::open(dir.path(), &Settings::new(Durability::Async)).expect("open the engine");
+        let state = web::Data::new(AppState::new(
+            &engine,
+            Limits::default(),
+            auth_token.map(str::to_string),
+            Durability::Async,
+        ));
         Fixture {
             engine,
             state,
@@ -517,7 +513,7 @@ fn serve_runs_on_a_given_listener_until_its_shutdown_future_resolves() {
     let result = server.join().expect("serve did not panic");
     assert_eq!(result, Ok(()));
     // It stopped in order: the final snapshot holds the write.
-    let engine = Engine::open(dir.path(), Durability::Async, Duration::from_millis(10))
+    let engine = Engine::open(dir.path(), &Settings::new(Durability::Async))
         .expect("reopen the data dir: serve released its lock");
     let entry = engine.store.readers().reader().get("greeting");
     assert_eq!(

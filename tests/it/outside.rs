@@ -222,12 +222,14 @@ fn stderr_on_a_pipe_nobody_reads_still_writes_the_final_snapshot_and_exits_0() {
             fsize: None,
             level: "debug",
         };
-        // No snapshot is due before the shutdown: only the final one can hold the writes.
-        let (s, reader) = start(dir.path(), &["--snapshot-interval-ms", "3600000"], setup);
+        // No checkpoint is due before the shutdown: only the log and the final snapshot hold
+        // the writes, and both are written at SIGTERM.
+        let args = ["--checkpoint-log-bytes", "1000000000"];
+        let (s, reader) = start(dir.path(), &args, setup);
         drop(reader);
         answered_writes(&s, "");
         let before = s.entries();
-        assert_eq!(num(&s.snapshot_status(), "durable_seq"), 0, "{log:?}");
+        assert_eq!(num(&s.snapshot_status(), "snapshot_seq"), 0, "{log:?}");
         assert_eq!(health(&s).0, 200, "{log:?}");
         let harness_saw = std::sync::Arc::clone(&s.stderr);
         let status = s.terminate();
@@ -247,24 +249,33 @@ fn a_dead_log_and_failing_snapshots_keep_serving_honestly_and_lose_no_snapshotte
         fsize: Some(FSIZE_LIMIT),
         level: "debug",
     };
-    let (s, _) = start(dir.path(), &["--snapshot-interval-ms", "20"], setup);
-    // In `async` an answered write is promised to survive a crash once a snapshot holds it
-    // (README, durability): `POST /snapshot` answering 200 is that promise.
+    // Small segments (each stays under the file limit) and a checkpoint due after every few
+    // KiB of log, so the snapshot thread retries on its own, once a second, while it fails.
+    let args = [
+        "--log-segment-bytes",
+        "32768",
+        "--checkpoint-log-bytes",
+        "1024",
+    ];
+    let (s, _) = start(dir.path(), &args, setup);
     assert_eq!(s.put_text("gone", "soon deleted").status, 201);
     answered_writes(&s, "");
     s.snapshot_now();
     assert_eq!(s.delete("gone").status, 204);
     assert_eq!(s.put_text("t/000", "after the delete").status, 200);
     let covered = s.snapshot_now();
-    let covered_seq = num(&covered, "durable_seq");
-    let promised = s.entries();
-    assert!(!promised.contains_key("gone"));
+    let covered_seq = num(&covered, "snapshot_seq");
     assert_eq!(num(&covered, "failures"), 0);
 
-    // 400 KiB of data cannot fit under the limit: every snapshot from here on fails.
-    let r = s.batch(&big_batch("big/", 400));
-    assert_eq!(r.status, 200, "{}", r.text());
-    let batch_seq = num(&r.json(), "seq");
+    // 400 KiB of data cannot fit under the limit as one image: every checkpoint from here on
+    // fails, while the log (in records of 20 KiB) takes every write.
+    for chunk in 0..20 {
+        let puts: serde_json::Map<_, _> = (chunk * 20..(chunk + 1) * 20)
+            .map(|i| (format!("big/{i:05}"), json!("x".repeat(1024))))
+            .collect();
+        let r = s.batch(&json!({ "put": puts }));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
     let failures = || num(&s.snapshot_status(), "failures");
     wait_until("3 snapshot attempts failed", || failures() >= 3);
     let seen = failures();
@@ -276,28 +287,29 @@ fn a_dead_log_and_failing_snapshots_keep_serving_honestly_and_lose_no_snapshotte
     let reason = assert_degraded(&s, "snapshot");
     assert!(!reason.contains("died"), "no thread died: {reason}");
     let status = s.snapshot_status();
-    assert_eq!(num(&status, "durable_seq"), covered_seq);
+    // Checkpoints succeeded while the image was small, then none could hold the big keys.
+    assert!(num(&status, "snapshot_seq") >= covered_seq, "{status}");
+    assert!(
+        num(&status, "snapshot_seq") < num(&status, "seq"),
+        "{status}"
+    );
     assert!(status["last_error"].is_string(), "{status}");
     // Reads go on, of snapshotted writes and of the ones no snapshot could hold.
     assert_eq!(s.get("/kv/t/000").text(), "after the delete");
     assert_eq!(s.get("/kv/big/00399").status, 200);
     assert_eq!(s.get("/kv/gone").status, 404);
+    let live = s.entries();
     s.kill();
 
-    // Recovery loads the exact state at one seq: the promised one, or (once a log also holds
-    // unsnapshotted writes) that plus the whole batch. Never a deleted key, never part of it.
+    // Recovery loads the last good image and the log after it: every answered write, exactly,
+    // and never the deleted key.
     let s = Server::start(dir.path(), &[]);
     let recovered = s.entries();
     assert!(!recovered.contains_key("gone"));
-    let mut with_batch = promised.clone();
-    for i in 0..400 {
-        with_batch.insert(format!("big/{i:05}"), (json!("x".repeat(1024)), batch_seq));
-    }
+    assert_eq!(recovered.len(), live.len());
     assert!(
-        recovered == promised || recovered == with_batch,
-        "recovered {} keys; promised {}",
-        recovered.len(),
-        promised.len()
+        recovered == live,
+        "recovered state differs from the answered one"
     );
     assert_eq!(health(&s).0, 200);
 }
@@ -329,26 +341,21 @@ fn in_sync_with_a_dead_log_and_a_full_disk_every_503_write_coincides_with_a_503_
     };
     assert_eq!(check("put a", s.put_text("a", "1")), 201);
     answered.push(("a", Some("1")));
+    // One record of 400 KiB cannot be written under the limit: refused, and not applied.
     assert_eq!(check("big batch", s.batch(&big_batch("big/", 400))), 503);
-    for key in ["b", "c", "d"] {
-        assert_eq!(check(key, s.put_text(key, "while full")), 503);
-    }
-    assert_eq!(check("empty batch", s.batch(&json!({}))), 503);
-    // Reads are served all along, of the durable writes and of the applied ones.
-    assert_eq!(s.get("/kv/a").text(), "1");
-    assert_eq!(s.get("/kv/big/00000").status, 200);
-    assert_eq!(s.get("/kv?prefix=big/&limit=10").status, 200);
-
-    // The data shrinks back under the limit: the next write is durable and health clears.
-    let dels: Vec<String> = (0..400).map(|i| format!("big/{i:05}")).collect();
-    assert_eq!(
-        check("delete big", s.batch(&json!({ "delete": dels }))),
-        200
-    );
+    assert_eq!(s.get("/kv/big/00000").status, 404);
     answered.push(("big/00000", None));
-    assert_eq!(check("put e", s.put_text("e", "after")), 201);
-    answered.push(("e", Some("after")));
-    assert_eq!(refused, 5);
+    // The record was cut back out of the log: small writes fit again, are durable, and health
+    // clears with the first flush that succeeds.
+    for key in ["b", "c", "d"] {
+        assert_eq!(check(key, s.put_text(key, "after")), 201);
+        answered.push((key, Some("after")));
+    }
+    assert_eq!(check("empty batch", s.batch(&json!({}))), 200);
+    // Reads are served all along.
+    assert_eq!(s.get("/kv/a").text(), "1");
+    assert_eq!(s.get("/kv?prefix=big/&limit=10").status, 200);
+    assert_eq!(refused, 1);
     s.kill();
 
     let s = Server::start(dir.path(), &[]);
@@ -406,22 +413,21 @@ fn a_real_full_file_system_degrades_health_refuses_sync_writes_and_recovers_when
     let dir = root.path().join("data");
     let s = Server::start(&dir, &["--durability", "sync"]);
     assert_eq!(s.put_text("a", "1").status, 201);
-    // 768 KiB of the 1 MiB gone: what is left (under 200 KiB) cannot hold a 200 KiB image.
+    // 900 KiB of the 1 MiB gone: what is left cannot hold a 200 KiB log record.
     let filler = root.path().join("filler");
-    std::fs::write(&filler, vec![7u8; 768 * 1024]).expect("the filler fits");
+    std::fs::write(&filler, vec![7u8; 900 * 1024]).expect("the filler fits");
 
     let msg = s.batch(&big_batch("big/", 200)).assert_error(503);
-    assert!(msg.contains("not durable"), "{msg}");
-    let reason = assert_degraded(&s, "snapshot");
+    assert!(msg.contains("the log failed"), "{msg}");
+    let reason = assert_degraded(&s, "log");
     assert!(reason.contains("No space left on device"), "{reason}");
-    s.put_text("b", "while full").assert_error(503);
-    assert_degraded(&s, "snapshot");
+    // Nothing of the refused batch was applied; reads are served.
     assert_eq!(s.get("/kv/a").text(), "1");
-    assert_eq!(s.get("/kv/big/00199").status, 200);
-    assert!(num(&s.snapshot_status(), "failures") >= 2);
+    assert_eq!(s.get("/kv/big/00199").status, 404);
 
-    // Space comes back: the next snapshot succeeds and health with it.
+    // Space comes back: writes and snapshots succeed, and health with them.
     std::fs::remove_file(&filler).expect("remove the filler");
+    assert_eq!(s.batch(&big_batch("big/", 200)).status, 200);
     let after = s.snapshot_now();
     assert!(after["last_error"].is_null(), "{after}");
     assert_eq!(health(&s).0, 200);
@@ -439,7 +445,7 @@ fn a_dead_snapshot_thread_turns_health_503_refuses_every_write_and_exits_non_zer
     // This used to fail about one run in three: the 503 that said the snapshot thread had
     // stopped came before the death was recorded, and `/health` right after it said "ok"
     // (the death is now recorded from the panic hook, see `Faults::spawn`).
-    // Both ways a snapshot attempt starts: `POST /snapshot` in `async`, and a `sync` write.
+    // In both modes; the attempt is started by `POST /snapshot`.
     for mode in ["async", "sync"] {
         let dir = temp_dir();
         let setup = Setup {
@@ -447,18 +453,14 @@ fn a_dead_snapshot_thread_turns_health_503_refuses_every_write_and_exits_non_zer
             fsize: None,
             level: "warn",
         };
-        let args = ["--durability", mode, "--snapshot-interval-ms", "3600000"];
+        let args = ["--durability", mode];
         let env = [("TWINKV_TEST_FAULT", "snapshot-panic")];
         let (s, _) = start_env(dir.path(), &args, setup, &env);
         assert_eq!(health(&s).0, 200, "{mode}: nothing has failed yet");
+        // The write is durable through the log; the snapshot it asks for kills the thread.
         let first = s.put_text("a", "1");
-        if mode == "async" {
-            assert_eq!(first.status, 201, "{}", first.text());
-            s.request("POST", "/snapshot", &[], None).assert_error(503);
-        } else {
-            // The write that triggered the attempt is applied but never durable.
-            first.assert_error(503);
-        }
+        assert_eq!(first.status, 201, "{}", first.text());
+        s.request("POST", "/snapshot", &[], None).assert_error(503);
         let reason = assert_degraded(&s, "snapshot thread");
         assert!(reason.contains("writes are refused"), "{reason}");
         let before = s.entries();
