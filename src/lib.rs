@@ -79,6 +79,8 @@ pub use store::{Durability, Entry, Reader, ReaderFactory, Store, StoreHandle};
 pub mod fuzzing {
     pub use crate::http::decode::{check_key, form_pairs, percent_decode};
     pub use crate::http::kv::parse_batch;
+    pub use crate::log::record::decode as decode_log_record;
+    pub use crate::log::record::encode as encode_log_record;
     pub use crate::snapshot::format::decode as decode_snapshot;
 }
 

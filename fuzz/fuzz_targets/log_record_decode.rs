@@ -1,0 +1,48 @@
+//! `log_record_decode`: arbitrary bytes as one log line, through the log record decoder.
+//!
+//! Oracle: it never panics; an accepted record has an index of at least 1, at least one write,
+//! and keys of 1..=65536 bytes; encoding what was decoded and decoding that gives the same
+//! record (the encoder and the decoder agree on every field), and that encoding is one line
+//! of JSON that `serde_json` (as `jq` would) reads as an object.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use twinkv::fuzzing::{decode_log_record, encode_log_record};
+use twinkv::store::{Logged, Write};
+use twinkv::Entry;
+
+fn logged(w: &Write) -> Logged {
+    match w {
+        Write::Put { key, value, cond } => Logged::Put {
+            entry: Entry::new(key, 0, value.json()),
+            cond: cond.clone(),
+        },
+        Write::Delete { key, cond } => Logged::Delete {
+            key: key.clone(),
+            cond: cond.clone(),
+        },
+        Write::Batch { puts, deletes } => Logged::Batch {
+            puts: puts.iter().map(|(k, v)| Entry::new(k, 0, v.json())).collect(),
+            deletes: deletes.clone(),
+        },
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(rec) = decode_log_record(data) else {
+        return;
+    };
+    assert!(rec.index >= 1, "accepted index {}", rec.index);
+    assert!(!rec.writes.is_empty(), "accepted a record without writes");
+    let logged: Vec<Logged> = rec.writes.iter().map(logged).collect();
+    let mut line = Vec::new();
+    encode_log_record(&mut line, rec.index, rec.seq, &logged);
+    assert_eq!(line.pop(), Some(b'\n'));
+    assert!(!line.contains(&b'\n'), "a record must be one line");
+    let v: serde_json::Value = serde_json::from_slice(&line).expect("the encoding is JSON");
+    assert!(v.is_object());
+    let again = decode_log_record(&line).expect("the encoding decodes");
+    assert_eq!(format!("{:?}", again.writes), format!("{:?}", rec.writes));
+    assert_eq!((again.index, again.seq), (rec.index, rec.seq));
+});
