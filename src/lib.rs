@@ -3,18 +3,19 @@
 //! ```text
 //!  HTTP worker (actix-web, one per core)
 //!    GET  ── Reader (per worker) ── enter() ── clone an Arc'd entry ── respond      (never blocks)
-//!    PUT  ── Command{op, reply} ── channel ──▶ writer thread
+//!    PUT  ── Command{write, reply} ── channel ──▶ writer thread
 //!                                               │ drain a batch of commands
-//!                                               │ check If-Match…, assign seq
+//!                                               │ apply: check If-Match…, assign seq (pure)
+//!                                               │ append one record to the Journal (the log);
+//!                                               │   sync: fdatasync before going on
 //!                                               │ append ops (+ the map's seq) to the
 //!                                               │   left-right WriteHandle, publish()
 //!                                               │ emit Published{seq, ops} to every Sink
-//!                                               │ reply: visible now; a `sync` caller then
-//!                                               ▼   waits on a MarkWatch for its own seq
-//!                                    snapshot thread (its own ordered replica, a Sink)
-//!                                               │ apply ops; when due: encode the replica into
-//!                                               │ the older slot file (memmap2, grown as needed),
-//!                                               │ msync, report "durable up to seq N"
+//!                                               ▼ reply
+//!        log flusher (async): fdatasync at least every --fsync-interval-ms
+//!        snapshot thread (its own ordered replica, a Sink): when the log has grown as large as
+//!          the image, or POST /snapshot, or shutdown: encode the replica into the older slot
+//!          file (memmap2, mapped only while writing), msync, delete covered log segments
 //! ```
 //!
 //! # Module map
@@ -23,18 +24,23 @@
 //!
 //! ```text
 //!  main ─▶ cli, config, server, inspect
-//!  server ─▶ engine, http, metrics, config
-//!  http ─▶ store, snapshot (status only), metrics, config, defaults
-//!  engine ─▶ store, snapshot
-//!  snapshot ─▶ store            (implements store::Sink, reports on a store::MarkSender)
-//!  inspect ─▶ snapshot
+//!  server ─▶ engine, http, config, snapshot (a test-only fault switch)
+//!  http ─▶ engine (to build its state), store, snapshot and log (status only), metrics, config
+//!  engine ─▶ recovery, log, snapshot, store, metrics, defaults
+//!  inspect ─▶ recovery, log, snapshot
+//!  recovery ─▶ log, snapshot, store   (newest image, then replay the log with store's apply)
+//!  log ─▶ store, metrics, defaults    (implements store::Journal)
+//!  snapshot ─▶ store                  (implements store::Sink, reports on a store::MarkSender)
+//!  config ─▶ cli, store, defaults;  cli ─▶ store, defaults
 //!  store ─▶ (nothing in the crate)
 //!  metrics, defaults ─▶ (nothing in the crate)
 //! ```
 //!
-//! - [`store`]: the map, its reader and writer, and the seam (`Sink`, `Published`,
-//!   `MarkWatch`, `Faults`) that persistence plugs into.
-//! - [`snapshot`]: the image, its slot files, the checkpoint thread and recovery.
+//! - [`store`]: the map, its reader and writer, the pure apply, and the seam (`Journal`, `Sink`,
+//!   `Published`, `MarkWatch`, `Faults`) that persistence plugs into.
+//! - [`log`]: the write-ahead log: records, segments, the flusher, the scan that reads it back.
+//! - [`snapshot`]: the image, its slot files, the checkpoint thread and the choice of slot.
+//! - [`recovery`]: newest valid image plus log replay, shared by start-up and `inspect`.
 //! - [`engine`]: the composition root: lock, recover, wire the threads.
 //! - [`server`]: `serve(config, listener, shutdown)`: HTTP over an engine, stopped in order.
 //! - `http`: routes and thin handlers; [`ApiError`] maps every failure to a status once.
@@ -47,9 +53,12 @@
 //!   snapshot replica.
 //! - **Read staleness.** A reader sees the map as of the last publish. A write is answered only
 //!   after its publish, so once answered it is visible to every later read.
-//! - **Snapshot lag.** In `async` a crash loses the writes after the newest flushed image (at
-//!   most the snapshot interval plus one image's write time). In `sync` each flush writes the
-//!   whole map, so a write costs O(map), shared by every write that waits on the same flush.
+//! - **Flush lag.** In `async` a write is answered once its record is written, not flushed: a
+//!   crash of the process loses nothing, power loss at most `--fsync-interval-ms` of writes. In
+//!   `sync` every batch waits for one `fdatasync`, shared by every write in it.
+//! - **Log and image.** Recovery time grows with the log since the newest image; a checkpoint
+//!   starts once that log is as large as the image, so replay never reads much more than an
+//!   image's worth of records.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -2,7 +2,7 @@
 //! the position it covers, applied with the store's own pure apply. Shared by start-up (which
 //! then cuts a torn tail) and `inspect` (which only reports). Reads only; writes nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::log::scan::{self, Damage, LogReport};
 use crate::snapshot::recover::{Depth, RecoverError, Scan};
@@ -29,24 +29,7 @@ pub struct Recovery {
     pub log: LogReport,
 }
 
-/// The snapshot recovery starts from.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The slot file.
-    pub path: PathBuf,
-    /// Its length on disk.
-    pub capacity: u64,
-    /// Its seq.
-    pub seq: u64,
-    /// The last log record it holds.
-    pub log_index: u64,
-    /// The document's length.
-    pub bytes: u64,
-    /// Keys in the image.
-    pub keys: u64,
-    /// When it was written.
-    pub written_at: String,
-}
+pub use crate::snapshot::Loaded;
 
 /// Why the data dir cannot be recovered.
 #[derive(Debug, thiserror::Error)]

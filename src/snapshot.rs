@@ -3,7 +3,7 @@
 //!
 //! Data enters through [`Feed`], the [`Sink`] the writer is given: every published batch, and
 //! requests to checkpoint. It leaves as files on disk, as "durable up to seq N" on a
-//! [`MarkSender`] (which `sync` writes and `POST /snapshot` wait on, through the store), and as a
+//! [`MarkSender`](crate::store::MarkSender) (which `POST /snapshot` waits on), and as a
 //! [`SnapshotStatus`] for `/snapshot`, `/health` and `/metrics`. `format` owns the document,
 //! `slot` the mapped file, `worker` the thread, `recover` the choice of image at start and in
 //! `inspect`. This module depends on the store; the store names nothing here.
@@ -125,12 +125,31 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+/// The snapshot recovery starts from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The slot file.
+    pub path: PathBuf,
+    /// Its length on disk.
+    pub capacity: u64,
+    /// Its seq.
+    pub seq: u64,
+    /// The last log record it holds.
+    pub log_index: u64,
+    /// The document's length.
+    pub bytes: u64,
+    /// Keys in the image.
+    pub keys: u64,
+    /// When it was written.
+    pub written_at: String,
+}
+
 /// Where the thread starts: the image recovery loaded (if any) and the replica's position.
 #[derive(Debug, Clone)]
 pub struct Start {
     /// The slot file holding the newest image, with its length on disk, image length, seq,
     /// log index and time.
-    pub image: Option<crate::recovery::Loaded>,
+    pub image: Option<Loaded>,
     /// Where the replica (the recovered map) stands: the image plus the log replayed.
     pub at: format::Position,
     /// Log bytes after the image (what replay read): counts toward the next checkpoint.
