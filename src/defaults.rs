@@ -27,3 +27,5 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 /// The hidden `--log-segment-bytes`: log segments roll at this size.
 pub const LOG_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// The longest TTL a write may ask for: ten years, in seconds.
+pub const MAX_TTL_SECS: u64 = 315_360_000;

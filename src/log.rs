@@ -278,13 +278,19 @@ impl Log {
         self.metrics.record_fsync(started.elapsed());
     }
 
-    fn write(&mut self, seq: u64, writes: &[Logged], flush: bool) -> Result<Appended, LogError> {
+    fn write(
+        &mut self,
+        seq: u64,
+        now: u64,
+        writes: &[Logged],
+        flush: bool,
+    ) -> Result<Appended, LogError> {
         if self.len > 0 && self.len >= self.options.segment_bytes {
             self.roll()?;
         }
         self.buf.clear();
         let index = self.next_index;
-        let n = record::encode(&mut self.buf, index, seq, writes) as u64;
+        let n = record::encode(&mut self.buf, index, seq, now, writes) as u64;
         let file = self.tail.lock().expect("tail lock").file.clone();
         let mut result = file.append(&self.buf);
         if result.is_ok() && flush {
@@ -325,13 +331,14 @@ impl Journal for Log {
     fn append(
         &mut self,
         seq: u64,
+        now: u64,
         writes: &[Logged],
         flush: bool,
     ) -> Result<Appended, SharedError> {
         if let Some(p) = &self.poisoned {
             return Err(Arc::clone(p) as SharedError);
         }
-        match self.write(seq, writes, flush) {
+        match self.write(seq, now, writes, flush) {
             Ok(a) => Ok(a),
             Err(e) => {
                 let e = Arc::new(e);
@@ -531,13 +538,14 @@ mod tests {
         let mut flushed_batches = 0;
         for (n, batch) in batches.into_iter().enumerate() {
             let replica = &state;
-            let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), seq);
+            let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), seq, 0);
             for step in batch {
                 let _ = match step {
                     Step::Put(k, v) => apply.apply(Write::Put {
                         key: Arc::from(format!("k{k}")),
                         value: PendingValue::from_json(&serde_json::json!(v)),
                         cond: Default::default(),
+                        expires: Default::default(),
                     }),
                     Step::Delete(k) => apply.apply(Write::Delete {
                         key: Arc::from(format!("k{k}")),
@@ -548,7 +556,7 @@ mod tests {
             if apply.ops.is_empty() {
                 continue;
             }
-            log.append(apply.seq, &apply.logged, sync)
+            log.append(apply.seq, 0, &apply.logged, sync)
                 .expect("the simulated disk takes every record");
             let Apply { ops, seq: s, .. } = apply;
             for op in ops {
@@ -588,7 +596,11 @@ mod tests {
         let mut replayed_seq = 0;
         let report = scan::scan(&log_dir, 0, |rec| {
             let replica = &replayed;
-            let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), replayed_seq);
+            let mut apply = Apply::new(
+                |k: &str| replica.get(k.as_bytes()).cloned(),
+                replayed_seq,
+                rec.now,
+            );
             for w in rec.writes {
                 apply.apply(w).map_err(|e| e.to_string())?;
             }

@@ -89,7 +89,8 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
             ));
         }
         let replica = &entries;
-        let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), seq);
+        // The record's own instant, not a clock: replay reaches what the writer reached.
+        let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), seq, rec.now);
         for (i, w) in rec.writes.into_iter().enumerate() {
             apply
                 .apply(w)

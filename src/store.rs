@@ -38,14 +38,14 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-pub use apply::{Apply, Logged, Write};
+pub use apply::{Apply, Expiry, Logged, Write};
 pub use op::{Entries, Op};
 pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
 pub use seam::{
     marks, Appended, Faults, Journal, MarkSender, MarkWatch, NotDurable, Published, SharedError,
     Sink,
 };
-pub use value::{Entry, PendingValue};
+pub use value::{now_ms, Entry, PendingValue};
 
 /// When a write is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,8 +226,15 @@ impl StoreHandle {
         key: Arc<str>,
         value: PendingValue,
         cond: Conditions,
+        expires: Expiry,
     ) -> Result<Written, WriteError> {
-        self.write(Write::Put { key, value, cond }).await
+        self.write(Write::Put {
+            key,
+            value,
+            cond,
+            expires,
+        })
+        .await
     }
 
     /// Removes `key`.
@@ -238,7 +245,7 @@ impl StoreHandle {
     /// Applies puts and deletes atomically at one seq. Keys must not appear in both.
     pub async fn batch(
         &self,
-        puts: Vec<(Arc<str>, PendingValue)>,
+        puts: Vec<(Arc<str>, PendingValue, Expiry)>,
         deletes: Vec<Arc<str>>,
     ) -> Result<Written, WriteError> {
         self.write(Write::Batch { puts, deletes }).await
@@ -269,6 +276,7 @@ impl StoreHandle {
             key,
             value,
             cond: Conditions::default(),
+            expires: Expiry::Never,
         };
         self.send(|reply| Command::Write { write, reply })
     }
@@ -308,6 +316,7 @@ impl Store {
         durability: Durability,
         downstream: Downstream,
     ) -> std::io::Result<Store> {
+        let expiring = writer::Expiring::from_entries(&initial.entries);
         let (handle, read) =
             left_right::new_from_empty::<op::Map, Op>(op::Map::new(initial.entries, initial.seq));
         let readers = ReaderFactory(read.factory());
@@ -319,6 +328,8 @@ impl Store {
             faults,
         } = downstream;
         let writer = writer::Writer {
+            expiring,
+            stalled: false,
             handle,
             commands,
             journal,
@@ -409,11 +420,12 @@ mod tests {
                 if_none_match: Some(ETags::Any),
                 ..Default::default()
             };
-            h.put(k.clone(), text("a"), create_only.clone())
+            h.put(k.clone(), text("a"), create_only.clone(), Expiry::Never)
                 .await
                 .unwrap();
             assert_eq!(
-                h.put(k.clone(), text("b"), create_only).await,
+                h.put(k.clone(), text("b"), create_only, Expiry::Never)
+                    .await,
                 Err(WriteError::PreconditionFailed)
             );
             let at = |v| Conditions {
@@ -421,10 +433,16 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(
-                h.put(k.clone(), text("c"), at(9)).await,
+                h.put(k.clone(), text("c"), at(9), Expiry::Never).await,
                 Err(WriteError::PreconditionFailed)
             );
-            assert_eq!(h.put(k.clone(), text("c"), at(1)).await.unwrap().seq, 2);
+            assert_eq!(
+                h.put(k.clone(), text("c"), at(1), Expiry::Never)
+                    .await
+                    .unwrap()
+                    .seq,
+                2
+            );
             assert_eq!(
                 h.delete(Arc::from("absent"), at(1)).await,
                 Err(WriteError::PreconditionFailed)
@@ -449,7 +467,10 @@ mod tests {
         rt.block_on(async {
             let w = h
                 .batch(
-                    vec![(Arc::from("a"), text("1")), (Arc::from("b"), text("2"))],
+                    vec![
+                        (Arc::from("a"), text("1"), Expiry::Never),
+                        (Arc::from("b"), text("2"), Expiry::Never),
+                    ],
                     vec![Arc::from("zz")],
                 )
                 .await

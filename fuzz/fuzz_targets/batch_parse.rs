@@ -2,7 +2,7 @@
 //!
 //! Oracle: it never panics, and an accepted batch has non-empty keys within the key limit and
 //! without control characters, values within the value limit that are each one JSON value, no key
-//! put twice, and puts and deletes disjoint. Re-serializing the accepted batch as a body and
+//! put twice, puts and deletes disjoint, and every TTL within 1..=315360000 s. Re-serializing the accepted batch as a body and
 //! parsing that gives the same batch (values are stored compact, so they must be a fixed point).
 
 #![no_main]
@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
 use twinkv::fuzzing::parse_batch;
+use twinkv::store::Expiry;
 use twinkv::Limits;
 
 /// Small limits, so the fuzzer reaches the size checks with small inputs.
@@ -38,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut put_keys = HashSet::new();
-    for (key, value) in &puts {
+    for (key, value, _) in &puts {
         assert_key(key);
         assert!(
             value.json_len() <= LIMITS.max_value_bytes,
@@ -61,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The accepted batch, written back as a body.
     let mut body = b"{\"put\":{".to_vec();
-    for (i, (key, value)) in puts.iter().enumerate() {
+    for (i, (key, value, _)) in puts.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
@@ -72,7 +73,19 @@ fuzz_target!(|data: &[u8]| {
     body.extend_from_slice(b"},\"delete\":");
     let deleted: Vec<&str> = deletes.iter().map(|k| &**k).collect();
     serde_json::to_writer(&mut body, &deleted).expect("writing into memory");
-    body.push(b'}');
+    body.extend_from_slice(b",\"ttl\":{");
+    let mut first = true;
+    for (key, _, ttl) in &puts {
+        if let Expiry::After(secs) = ttl {
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut body, &**key).expect("writing into memory");
+            body.extend_from_slice(format!(":{secs}").as_bytes());
+        }
+    }
+    body.extend_from_slice(b"}}");
     let (puts2, deletes2) = match parse_batch(&body, &LIMITS) {
         Ok(batch) => batch,
         Err(e) => panic!(
@@ -80,12 +93,12 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&body)
         ),
     };
-    let view =
-        |p: &[(std::sync::Arc<str>, twinkv::store::PendingValue)]| -> Vec<(String, Vec<u8>)> {
-            p.iter()
-                .map(|(k, v)| (k.to_string(), v.json().to_vec()))
-                .collect()
-        };
+    type Put = (std::sync::Arc<str>, twinkv::store::PendingValue, Expiry);
+    let view = |p: &[Put]| -> Vec<(String, Vec<u8>, Expiry)> {
+        p.iter()
+            .map(|(k, v, t)| (k.to_string(), v.json().to_vec(), *t))
+            .collect()
+    };
     assert_eq!(view(&puts2), view(&puts), "puts changed in a round trip");
     assert_eq!(deletes2, deletes, "deletes changed in a round trip");
 });

@@ -10,13 +10,27 @@
 
 use libfuzzer_sys::fuzz_target;
 use twinkv::fuzzing::{decode_log_record, encode_log_record};
-use twinkv::store::{Logged, Write};
+use twinkv::store::{Expiry, Logged, Write};
 use twinkv::Entry;
+
+/// A record holds absolute expiry times only; an `Expiry::After` never comes out of one.
+fn at(e: Expiry) -> Option<u64> {
+    match e {
+        Expiry::Never => None,
+        Expiry::At(t) => Some(t),
+        Expiry::After(_) => panic!("a decoded record holds a relative TTL"),
+    }
+}
 
 fn logged(w: &Write) -> Logged {
     match w {
-        Write::Put { key, value, cond } => Logged::Put {
-            entry: Entry::new(key, 0, value.json()),
+        Write::Put {
+            key,
+            value,
+            cond,
+            expires,
+        } => Logged::Put {
+            entry: Entry::expiring(key, 0, value.json(), at(*expires)),
             cond: cond.clone(),
         },
         Write::Delete { key, cond } => Logged::Delete {
@@ -24,9 +38,13 @@ fn logged(w: &Write) -> Logged {
             cond: cond.clone(),
         },
         Write::Batch { puts, deletes } => Logged::Batch {
-            puts: puts.iter().map(|(k, v)| Entry::new(k, 0, v.json())).collect(),
+            puts: puts
+                .iter()
+                .map(|(k, v, t)| Entry::expiring(k, 0, v.json(), at(*t)))
+                .collect(),
             deletes: deletes.clone(),
         },
+        Write::Expire { key } => Logged::Expire { key: key.clone() },
     }
 }
 
@@ -56,12 +74,15 @@ fn check(data: &[u8]) {
     assert!(!rec.writes.is_empty(), "accepted a record without writes");
     let logged: Vec<Logged> = rec.writes.iter().map(logged).collect();
     let mut line = Vec::new();
-    encode_log_record(&mut line, rec.index, rec.seq, &logged);
+    encode_log_record(&mut line, rec.index, rec.seq, rec.now, &logged);
     assert_eq!(line.pop(), Some(b'\n'));
     assert!(!line.contains(&b'\n'), "a record must be one line");
     let v: serde_json::Value = serde_json::from_slice(&line).expect("the encoding is JSON");
     assert!(v.is_object());
     let again = decode_log_record(&line).expect("the encoding decodes");
     assert_eq!(format!("{:?}", again.writes), format!("{:?}", rec.writes));
-    assert_eq!((again.index, again.seq), (rec.index, rec.seq));
+    assert_eq!(
+        (again.index, again.seq, again.now),
+        (rec.index, rec.seq, rec.now)
+    );
 }

@@ -16,8 +16,8 @@ use super::decode::{check_key, check_no_dot_segments, form_pairs, percent_decode
 use super::error::ApiError;
 use super::{reader, state, SEQ_HEADER};
 use crate::config::Limits;
-use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
-use crate::store::{Conditions, ETags, PendingValue, WriteError};
+use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_TTL_SECS};
+use crate::store::{now_ms, Conditions, ETags, Entry, Expiry, PendingValue, WriteError};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -312,6 +312,7 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     res.insert_header(etag(version))
         .insert_header(seq_header(found.seq))
         .insert_header(VARY_ACCEPT);
+    expiry_headers(&mut res, &value);
     match value.text() {
         Some(text) if !wants_json(&req) => Ok(res
             .content_type(TEXT)
@@ -328,6 +329,45 @@ struct PutReply<'a> {
     version: u64,
 }
 
+/// A TTL in seconds, checked against the contract's range.
+fn ttl_secs(value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=MAX_TTL_SECS).contains(n))
+        .ok_or_else(|| format!("ttl must be a whole number of seconds in 1..={MAX_TTL_SECS}"))
+}
+
+/// The `ttl` query parameter of a write: when the key expires.
+fn expiry_of(req: &HttpRequest) -> Result<Expiry, ApiError> {
+    let mut expiry = Expiry::Never;
+    for (name, value) in form_pairs(req.query_string())? {
+        if name == "ttl" {
+            expiry = Expiry::After(ttl_secs(&value).map_err(ApiError::BadRequest)?);
+        }
+    }
+    Ok(expiry)
+}
+
+/// `Twinkv-Expires-At` and `Twinkv-TTL` of an entry with an expiry time.
+fn expiry_headers(res: &mut actix_web::HttpResponseBuilder, entry: &Entry) {
+    if let Some(at) = entry.expires_at() {
+        let left_ms = at.saturating_sub(now_ms());
+        res.insert_header((HeaderName::from_static("twinkv-expires-at"), rfc3339(at)))
+            .insert_header((
+                HeaderName::from_static("twinkv-ttl"),
+                HeaderValue::from(left_ms.div_ceil(1000)),
+            ));
+    }
+}
+
+/// An instant in milliseconds since the epoch, as RFC 3339 in UTC with milliseconds.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms as i64);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 /// Stores `value` under the request's key and shapes the 200/201 reply.
 async fn store_value(
     req: &HttpRequest,
@@ -335,9 +375,10 @@ async fn store_value(
     value: PendingValue,
 ) -> Result<HttpResponse, ApiError> {
     let cond = conditions(req)?;
+    let expires = expiry_of(req)?;
     let written = state(req)
         .store
-        .put(Arc::clone(&key), value, cond)
+        .put(Arc::clone(&key), value, cond, expires)
         .await
         .map_err(|e| write_error(req, &key, e))?;
     let status = if written.created {
@@ -463,7 +504,11 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             serde_json::to_writer(&mut out, entry.key()).expect("writing into memory");
             out.extend_from_slice(b",\"value\":");
             out.extend_from_slice(entry.json());
-            out.extend_from_slice(format!(",\"version\":{}}}", entry.version()).as_bytes());
+            out.extend_from_slice(format!(",\"version\":{}", entry.version()).as_bytes());
+            if let Some(at) = entry.expires_at() {
+                out.extend_from_slice(format!(",\"expires_at\":\"{}\"", rfc3339(at)).as_bytes());
+            }
+            out.push(b'}');
         }
         out.extend_from_slice(b"],\"next\":");
         serde_json::to_writer(&mut out, &next).expect("writing into memory");
@@ -480,8 +525,9 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         .body(body))
 }
 
-/// A parsed batch body: puts and deletes, disjoint, every key and value checked.
-pub type Batch = (Vec<(Arc<str>, PendingValue)>, Vec<Arc<str>>);
+/// A parsed batch body: puts (with their expiry) and deletes, disjoint, every key and value
+/// checked.
+pub type Batch = (Vec<(Arc<str>, PendingValue, Expiry)>, Vec<Arc<str>>);
 
 /// Parses and checks a `POST /kv` body; pure, so fuzzing needs no server.
 pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
@@ -494,6 +540,7 @@ pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
     };
     let mut puts = Vec::new();
     let mut deletes = Vec::new();
+    let mut ttls: Vec<(String, u64)> = Vec::new();
     for (name, field) in fields {
         match (name.as_str(), field) {
             ("put", serde_json::Value::Object(map)) => {
@@ -508,7 +555,7 @@ pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
                             limits.max_value_bytes
                         )));
                     }
-                    puts.push((Arc::<str>::from(key), value));
+                    puts.push((Arc::<str>::from(key), value, Expiry::Never));
                 }
             }
             ("delete", serde_json::Value::Array(keys)) => {
@@ -522,6 +569,22 @@ pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
                     deletes.push(Arc::<str>::from(key));
                 }
             }
+            ("ttl", serde_json::Value::Object(map)) => {
+                for (key, secs) in map {
+                    let secs = secs
+                        .as_u64()
+                        .map(|n| n.to_string())
+                        .ok_or_else(|| ttl_secs("").unwrap_err())
+                        .and_then(|n| ttl_secs(&n))
+                        .map_err(|e| ApiError::BadRequest(format!("ttl of {key:?}: {e}")))?;
+                    ttls.push((key, secs));
+                }
+            }
+            ("ttl", _) => {
+                return Err(ApiError::BadRequest(
+                    "`ttl` must be an object of key to seconds".into(),
+                ))
+            }
             ("put", _) => return Err(ApiError::BadRequest("`put` must be an object".into())),
             ("delete", _) => {
                 return Err(ApiError::BadRequest(
@@ -530,16 +593,26 @@ pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
             }
             (other, _) => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown field {other:?}: a batch has only `put` and `delete`"
+                    "unknown field {other:?}: a batch has only `put`, `delete` and `ttl`"
                 )))
             }
         }
     }
-    let put_keys: HashSet<&str> = puts.iter().map(|(k, _)| &**k).collect();
+    let put_keys: HashSet<&str> = puts.iter().map(|(k, _, _)| &**k).collect();
     if let Some(k) = deletes.iter().find(|k| put_keys.contains(&***k)) {
         return Err(ApiError::BadRequest(format!(
             "key {k:?} is both put and deleted"
         )));
+    }
+    if let Some((k, _)) = ttls.iter().find(|(k, _)| !put_keys.contains(k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "ttl names {k:?}, which the batch does not put"
+        )));
+    }
+    for (key, secs) in ttls {
+        if let Some(put) = puts.iter_mut().find(|(k, _, _)| **k == *key) {
+            put.2 = Expiry::After(secs);
+        }
     }
     Ok((puts, deletes))
 }

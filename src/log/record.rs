@@ -4,17 +4,23 @@
 //! prints every record as it stands:
 //!
 //! ```text
-//! {"index":12,"seq":40,"writes":[{"put":"user/1","value":{"n":1},"if_match":[39]},
-//!  {"delete":"tmp"},{"batch":{"put":{"a":1,"b":"two"},"delete":["old"]}}],"crc32c":"1b2e6f0a"}
+//! {"index":12,"seq":42,"now":1764590000000,"writes":[{"put":"user/1","value":{"n":1},
+//!  "if_match":[39],"expires_at":1764590060000},{"delete":"tmp"},{"expire":"session/9"},
+//!  {"batch":{"put":{"a":1,"b":"two"},"delete":["old"],"expires":{"a":1764593600000}}}],
+//!  "crc32c":"1b2e6f0a"}
 //! ```
 //! (one line in the file; wrapped here.)
 //!
 //! - `index`: the record's position in the log, one more than the record before it.
 //! - `seq`: the map's seq after the record; replay checks it reaches exactly this.
+//! - `now`: the writer's clock when it applied the batch (milliseconds since the Unix epoch):
+//!   what the batch's preconditions saw as expired. Replay uses it instead of a clock.
 //! - `writes`: the accepted writes of one drained batch, in order, as the client sent them:
-//!   `put` (with `value`), `delete`, or `batch` (`put` object, `delete` array), each with its
-//!   `if_match` / `if_none_match` (`"*"` or a list of versions) when it had one. Versions are not
-//!   stored: replay derives them, as the writer did.
+//!   `put` (with `value`, and `expires_at` when it has a TTL, already absolute), `delete`,
+//!   `batch` (`put` object, `delete` array, `expires` object for its keys with a TTL), each with
+//!   its `if_match` / `if_none_match` (`"*"` or a list of versions) when it had one; and
+//!   `expire`, the writer's own removal of a key whose time passed. Versions are not stored:
+//!   replay derives them, as the writer did.
 //! - `crc32c`: eight lower-case hex digits, the CRC-32C of every byte of the line before
 //!   `,"crc32c"`. It is the last field and fixed in length, so a torn or altered line never
 //!   passes as valid.
@@ -27,7 +33,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::{Conditions, ETags, Logged, PendingValue, Write};
+use crate::store::{Conditions, ETags, Expiry, Logged, PendingValue, Write};
 
 /// What comes before the eight hex digits of the checksum.
 const CRC_PREFIX: &[u8] = b",\"crc32c\":\"";
@@ -43,6 +49,8 @@ pub struct Record {
     pub index: u64,
     /// The map's seq after it.
     pub seq: u64,
+    /// The writer's clock when it applied the record (ms since the epoch).
+    pub now: u64,
     /// Its writes, in order.
     pub writes: Vec<Write>,
 }
@@ -70,9 +78,12 @@ pub enum RecordError {
 }
 
 /// Appends the line of a record (with its newline) to `out`; returns its length.
-pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, writes: &[Logged]) -> usize {
+pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, now: u64, writes: &[Logged]) -> usize {
     let start = out.len();
-    let _ = write!(out, "{{\"index\":{index},\"seq\":{seq},\"writes\":[");
+    let _ = write!(
+        out,
+        "{{\"index\":{index},\"seq\":{seq},\"now\":{now},\"writes\":["
+    );
     for (i, w) in writes.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -84,6 +95,14 @@ pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, writes: &[Logged]) -> usi
                 out.extend_from_slice(b",\"value\":");
                 out.extend_from_slice(entry.json());
                 conditions(out, cond);
+                if let Some(t) = entry.expires_at() {
+                    let _ = write!(out, ",\"expires_at\":{t}");
+                }
+                out.push(b'}');
+            }
+            Logged::Expire { key } => {
+                out.extend_from_slice(b"{\"expire\":");
+                string(out, key);
                 out.push(b'}');
             }
             Logged::Delete { key, cond } => {
@@ -109,7 +128,20 @@ pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, writes: &[Logged]) -> usi
                     }
                     string(out, k);
                 }
-                out.extend_from_slice(b"]}}");
+                out.push(b']');
+                let mut first = true;
+                for e in puts {
+                    if let Some(t) = e.expires_at() {
+                        out.extend_from_slice(if first { b",\"expires\":{" } else { b"," });
+                        first = false;
+                        string(out, e.key());
+                        let _ = write!(out, ":{t}");
+                    }
+                }
+                if !first {
+                    out.push(b'}');
+                }
+                out.extend_from_slice(b"}}");
             }
         }
     }
@@ -175,6 +207,7 @@ fn verified(line: &[u8]) -> Result<&[u8], RecordError> {
 struct RawRecord<'a> {
     index: u64,
     seq: u64,
+    now: u64,
     #[serde(borrow)]
     writes: Vec<RawWrite<'a>>,
 }
@@ -194,6 +227,10 @@ struct RawWrite<'a> {
     if_match: Option<RawTags<'a>>,
     #[serde(borrow, default)]
     if_none_match: Option<RawTags<'a>>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(borrow, default)]
+    expire: Option<Cow<'a, str>>,
 }
 
 /// A put's value: present (even `null`) or absent; `Option` would read `null` as absent.
@@ -217,6 +254,8 @@ struct RawBatch<'a> {
     put: BTreeMap<Cow<'a, str>, &'a RawValue>,
     #[serde(borrow)]
     delete: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    expires: BTreeMap<Cow<'a, str>, u64>,
 }
 
 #[derive(Deserialize)]
@@ -266,28 +305,46 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
             if_match: tags(w.if_match)?,
             if_none_match: tags(w.if_none_match)?,
         };
-        let write = match (w.put, w.value, w.delete, w.batch) {
-            (Some(k), Value::Present(v), None, None) => Write::Put {
+        let expiry = |t: Option<u64>| t.map_or(Expiry::Never, Expiry::At);
+        let plain = cond == Conditions::default() && w.expires_at.is_none();
+        let write = match (w.put, w.value, w.delete, w.batch, w.expire) {
+            (Some(k), Value::Present(v), None, None, None) => Write::Put {
                 key: key(k)?,
                 value: PendingValue::from_raw(v.get().as_bytes()),
                 cond,
+                expires: expiry(w.expires_at),
             },
-            (None, Value::Absent, Some(k), None) => Write::Delete { key: key(k)?, cond },
-            (None, Value::Absent, None, Some(b)) if cond == Conditions::default() => Write::Batch {
-                puts: b
-                    .put
-                    .into_iter()
-                    .map(|(k, v)| Ok((key(k)?, PendingValue::from_raw(v.get().as_bytes()))))
-                    .collect::<Result<_, RecordError>>()?,
-                deletes: b.delete.into_iter().map(key).collect::<Result<_, _>>()?,
-            },
-            _ => return invalid("a write that is not one put, delete or batch"),
+            (None, Value::Absent, Some(k), None, None) if w.expires_at.is_none() => {
+                Write::Delete { key: key(k)?, cond }
+            }
+            (None, Value::Absent, None, None, Some(k)) if plain => Write::Expire { key: key(k)? },
+            (None, Value::Absent, None, Some(b), None) if plain => {
+                if let Some(k) = b.expires.keys().find(|k| !b.put.contains_key(*k)) {
+                    return Err(RecordError::Invalid(format!(
+                        "an expiry for {k:?}, which the batch does not put"
+                    )));
+                }
+                let mut expires = b.expires;
+                Write::Batch {
+                    puts: b
+                        .put
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let t = expiry(expires.remove(&k));
+                            Ok((key(k)?, PendingValue::from_raw(v.get().as_bytes()), t))
+                        })
+                        .collect::<Result<_, RecordError>>()?,
+                    deletes: b.delete.into_iter().map(key).collect::<Result<_, _>>()?,
+                }
+            }
+            _ => return invalid("a write that is not one put, delete, batch or expire"),
         };
         writes.push(write);
     }
     Ok(Record {
         index: raw.index,
         seq: raw.seq,
+        now: raw.now,
         writes,
     })
 }
@@ -299,7 +356,7 @@ mod tests {
 
     fn logged() -> Vec<Logged> {
         let state = Entries::new();
-        let mut apply = Apply::new(|k: &str| state.get(k.as_bytes()).cloned(), 0);
+        let mut apply = Apply::new(|k: &str| state.get(k.as_bytes()).cloned(), 0, 1_000);
         apply
             .apply(Write::Put {
                 key: Arc::from("k \"q\" é"),
@@ -308,6 +365,7 @@ mod tests {
                     if_none_match: Some(ETags::Any),
                     ..Default::default()
                 },
+                expires: Expiry::After(60),
             })
             .unwrap();
         apply
@@ -315,6 +373,7 @@ mod tests {
                 key: Arc::from("null"),
                 value: PendingValue::from_json(&serde_json::Value::Null),
                 cond: Conditions::default(),
+                expires: Expiry::Never,
             })
             .unwrap();
         apply
@@ -325,11 +384,19 @@ mod tests {
                     if_none_match: Some(ETags::Any),
                     ..Default::default()
                 },
+                expires: Expiry::After(60),
             })
             .unwrap();
         apply
             .apply(Write::Batch {
-                puts: vec![(Arc::from("b"), PendingValue::from_text("two"))],
+                puts: vec![
+                    (
+                        Arc::from("b"),
+                        PendingValue::from_text("two"),
+                        Expiry::At(9_000),
+                    ),
+                    (Arc::from("c"), PendingValue::from_text("3"), Expiry::Never),
+                ],
                 deletes: vec![Arc::from("gone")],
             })
             .unwrap();
@@ -347,7 +414,7 @@ mod tests {
 
     fn line() -> Vec<u8> {
         let mut out = Vec::new();
-        let n = encode(&mut out, 7, 3, &logged());
+        let n = encode(&mut out, 7, 3, 1_000, &logged());
         assert_eq!(n, out.len());
         assert_eq!(out.last(), Some(&b'\n'));
         out.pop();
@@ -361,7 +428,17 @@ mod tests {
         assert_eq!(v["index"], 7);
         assert_eq!(v["writes"][0]["value"]["a"][1], 2.5);
         let rec = decode(&line).unwrap();
-        assert_eq!((rec.index, rec.seq, rec.writes.len()), (7, 3, 5));
+        assert_eq!(
+            (rec.index, rec.seq, rec.now, rec.writes.len()),
+            (7, 3, 1_000, 5)
+        );
+        match &rec.writes[3] {
+            Write::Batch { puts, .. } => {
+                assert_eq!(puts[0].2, Expiry::At(9_000));
+                assert_eq!(puts[1].2, Expiry::Never);
+            }
+            other => panic!("{other:?}"),
+        }
         match &rec.writes[1] {
             Write::Put { value, .. } => assert_eq!(value.json(), b"null"),
             other => panic!("{other:?}"),
@@ -374,10 +451,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &rec.writes[0] {
-            Write::Put { key, value, cond } => {
+            Write::Put {
+                key,
+                value,
+                cond,
+                expires,
+            } => {
                 assert_eq!(&**key, "k \"q\" é");
                 assert_eq!(value.json(), br#"{"a":[1,2.5,null]}"#);
                 assert_eq!(cond.if_none_match, Some(ETags::Any));
+                // The TTL was logged as the absolute time the writer fixed.
+                assert_eq!(*expires, Expiry::At(61_000));
             }
             other => panic!("{other:?}"),
         }
@@ -405,6 +489,8 @@ mod tests {
             r#"{"index":1,"seq":1,"writes":[{"delete":""}]"#,
             r#"{"index":1,"seq":1,"writes":[{"delete":"a","if_match":"x"}]"#,
             r#"{"index":1,"seq":1,"writes":[{"delete":"a"}],"extra":1"#,
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":{},"delete":[],"expires":{"x":1}}}]"#,
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"expire":"a","if_match":[1]}]"#,
         ] {
             let sealed = format!(
                 "{body},\"crc32c\":\"{:08x}\"}}",

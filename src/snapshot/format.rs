@@ -17,6 +17,9 @@
 //! - `data`: every key mapped to its value, in byte order of the key, values exactly as stored.
 //! - `versions`: the same keys, in the same order, mapped to each key's version (its ETag). A
 //!   parallel object, so `jq '.data["k"]'` prints the value itself.
+//! - `expires`: the keys that have an expiry time, in the same order, mapped to it (milliseconds
+//!   since the Unix epoch); left out when no key expires. Expired keys are kept until the writer
+//!   removes them (a delete of its own seq, in the log), so the image is exactly the map.
 //! - `log_index`: the index of the last log record the image holds; recovery replays the log
 //!   from the next one. Absent in images written by 0.1, which had no log: then 0.
 //! - `checksum`: `crc32c:` and eight lower-case hex digits, the CRC-32C of every byte of the
@@ -183,6 +186,19 @@ pub fn encode<W: Write>(
         out.maybe_flush()?;
     }
     out.buf.push(b'}');
+    let mut first = true;
+    for entry in entries.iter().filter(|e| e.expires_at().is_some()) {
+        out.buf
+            .extend_from_slice(if first { b",\"expires\":{" } else { b"," });
+        first = false;
+        push_key(&mut out.buf, entry.key());
+        let t = entry.expires_at().unwrap_or_default();
+        out.buf.extend_from_slice(digits.format(t).as_bytes());
+        out.maybe_flush()?;
+    }
+    if !first {
+        out.buf.push(b'}');
+    }
     write!(out.buf, ",\"log_index\":{log_index}")?;
     out.flush()?;
     let tail = format!(
@@ -357,6 +373,8 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
     }
     let mut sorted = Vec::with_capacity(parsed.data.0.len());
     let mut prev: Option<&str> = None;
+    // `expires` lists a subset of the keys in the same order: walk it beside `data`.
+    let mut expiring = parsed.expires.0.iter().peekable();
     for ((key, raw), (vkey, version)) in parsed.data.0.iter().zip(&parsed.versions.0) {
         let key: &str = &key.0;
         if key != &*vkey.0 {
@@ -377,8 +395,33 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
                 parsed.seq
             ));
         }
+        if key.len() > crate::defaults::MAX_KEY_BYTES_LIMIT {
+            return inconsistent(format!("a key of {} bytes", key.len()));
+        }
         prev = Some(key);
-        sorted.push(Entry::new(key, *version, raw.get().as_bytes()));
+        let expires_at = match expiring.peek() {
+            Some((k, t)) if *k.0 == *key => {
+                let t = *t;
+                expiring.next();
+                if t == 0 {
+                    return inconsistent(format!("key {key:?} expires at 0"));
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        sorted.push(Entry::expiring(
+            key,
+            *version,
+            raw.get().as_bytes(),
+            expires_at,
+        ));
+    }
+    if let Some((k, _)) = expiring.next() {
+        return inconsistent(format!(
+            "expires names {:?}, which is not in data or not in its order",
+            k.0
+        ));
     }
     if parsed.log_index > parsed.seq {
         return inconsistent(format!(
@@ -403,6 +446,7 @@ struct Doc<'a> {
     written_at: Key<'a>,
     data: Pairs<'a, &'a RawValue>,
     versions: Pairs<'a, u64>,
+    expires: Pairs<'a, u64>,
     log_index: u64,
 }
 
@@ -432,6 +476,7 @@ impl<'de> Visitor<'de> for DocSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let (mut format, mut seq, mut count, mut written_at) = (None, None, None, None);
         let (mut data, mut versions, mut log_index) = (None, None, None);
+        let mut expires = None;
         while let Some(field) = map.next_key::<Key<'de>>()? {
             let cap = count.map_or(0, |c: u64| (c as usize).min(self.len / 6));
             // A repeated field is refused, as a derived parser would: keeping either copy
@@ -471,6 +516,10 @@ impl<'de> Visitor<'de> for DocSeed {
                     once(&log_index, "log_index")?;
                     log_index = Some(map.next_value()?);
                 }
+                "expires" => {
+                    once(&expires, "expires")?;
+                    expires = Some(map.next_value_seed(PairsSeed::new(0))?);
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -483,6 +532,7 @@ impl<'de> Visitor<'de> for DocSeed {
             written_at: written_at.ok_or_else(|| de::Error::missing_field("written_at"))?,
             data: data.ok_or_else(|| de::Error::missing_field("data"))?,
             versions: versions.ok_or_else(|| de::Error::missing_field("versions"))?,
+            expires: expires.unwrap_or(Pairs(Vec::new())),
             log_index: log_index.unwrap_or(0),
         })
     }

@@ -14,6 +14,29 @@ use super::op::Op;
 use super::value::{Entry, PendingValue};
 use super::{Conditions, WriteError, Written};
 
+/// When a put's key expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// Never (a write without a TTL also clears any expiry the key had).
+    #[default]
+    Never,
+    /// This many seconds after the writer accepts the write (a client's `ttl`).
+    After(u64),
+    /// At this instant, in milliseconds since the Unix epoch (what the log records).
+    At(u64),
+}
+
+impl Expiry {
+    /// The absolute time, given when the write is accepted.
+    fn resolve(self, now_ms: u64) -> Option<u64> {
+        match self {
+            Expiry::Never => None,
+            Expiry::After(secs) => Some(now_ms.saturating_add(secs.saturating_mul(1000))),
+            Expiry::At(t) => Some(t),
+        }
+    }
+}
+
 /// A write as a client sent it, before the writer gives it a seq.
 #[derive(Debug)]
 pub enum Write {
@@ -25,6 +48,8 @@ pub enum Write {
         value: PendingValue,
         /// `If-Match` / `If-None-Match`.
         cond: Conditions,
+        /// When it expires.
+        expires: Expiry,
     },
     /// Remove one key, if present and its conditions hold.
     Delete {
@@ -35,16 +60,22 @@ pub enum Write {
     },
     /// Set and remove many keys at one seq (the caller has checked they are disjoint).
     Batch {
-        /// Keys to set.
-        puts: Vec<(Arc<str>, PendingValue)>,
+        /// Keys to set, with when each expires.
+        puts: Vec<(Arc<str>, PendingValue, Expiry)>,
         /// Keys to remove; absent ones are skipped.
         deletes: Vec<Arc<str>>,
+    },
+    /// Remove a key whose expiry time has passed (the writer's own command; a no-op when the
+    /// key was overwritten or removed meanwhile).
+    Expire {
+        /// The key.
+        key: Arc<str>,
     },
 }
 
 /// An accepted write as the log records it: the command as sent, its value already sealed in
-/// the entry the map holds (the log reads the value's bytes from there; the version is not
-/// logged, replay derives it).
+/// the entry the map holds (the log reads the value's bytes and expiry time from there; the
+/// version is not logged, replay derives it).
 #[derive(Debug, Clone)]
 pub enum Logged {
     /// A put and its conditions.
@@ -68,6 +99,15 @@ pub enum Logged {
         /// The keys named for deletion.
         deletes: Vec<Arc<str>>,
     },
+    /// The removal of an expired key.
+    Expire {
+        /// The key removed.
+        key: Arc<str>,
+    },
+}
+
+fn at(entry: &Entry) -> Expiry {
+    entry.expires_at().map_or(Expiry::Never, Expiry::At)
 }
 
 impl Logged {
@@ -78,15 +118,20 @@ impl Logged {
                 key: Arc::from(entry.key()),
                 value: PendingValue::from_raw(entry.json()),
                 cond,
+                expires: at(&entry),
             },
             Logged::Delete { key, cond } => Write::Delete { key, cond },
             Logged::Batch { puts, deletes } => Write::Batch {
                 puts: puts
                     .into_iter()
-                    .map(|e| (Arc::from(e.key()), PendingValue::from_raw(e.json())))
+                    .map(|e| {
+                        let exp = at(&e);
+                        (Arc::from(e.key()), PendingValue::from_raw(e.json()), exp)
+                    })
                     .collect(),
                 deletes,
             },
+            Logged::Expire { key } => Write::Expire { key },
         }
     }
 }
@@ -97,6 +142,9 @@ pub struct Apply<L: Fn(&str) -> Option<Entry>> {
     lookup: L,
     /// Keys changed earlier in this batch: the state does not show them yet.
     overlay: HashMap<Arc<str>, Option<Entry>>,
+    /// The instant the batch is applied at: keys expired by then are absent to it. The writer
+    /// reads its clock once per batch; replay takes the instant from the record.
+    pub now: u64,
     /// The map's changes, in order.
     pub ops: Vec<Op>,
     /// The accepted writes, for the log.
@@ -109,33 +157,40 @@ impl<L: Fn(&str) -> Option<Entry>> std::fmt::Debug for Apply<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Apply")
             .field("seq", &self.seq)
+            .field("now", &self.now)
             .field("ops", &self.ops.len())
             .finish_non_exhaustive()
     }
 }
 
 impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
-    /// A batch over `lookup`, whose last seq is `seq`.
-    pub fn new(lookup: L, seq: u64) -> Self {
+    /// A batch over `lookup`, whose last seq is `seq`, applied at `now` (ms since the epoch).
+    pub fn new(lookup: L, seq: u64, now: u64) -> Self {
         Apply {
             lookup,
             overlay: HashMap::new(),
+            now,
             ops: Vec::new(),
             logged: Vec::new(),
             seq,
         }
     }
 
-    /// The value of `key` as this batch has left it so far.
-    fn current(&self, key: &str) -> Option<Entry> {
+    /// The entry of `key` as this batch has left it so far, expired or not.
+    fn stored(&self, key: &str) -> Option<Entry> {
         match self.overlay.get(key) {
             Some(v) => v.clone(),
             None => (self.lookup)(key),
         }
     }
 
-    fn put(&mut self, key: Arc<str>, value: PendingValue) -> Entry {
-        let entry = value.seal(&key, self.seq);
+    /// The live value of `key`: an expired entry is absent to every precondition.
+    fn current(&self, key: &str) -> Option<Entry> {
+        self.stored(key).filter(|e| !e.expired(self.now))
+    }
+
+    fn put(&mut self, key: Arc<str>, value: PendingValue, expires: Expiry) -> Entry {
+        let entry = value.seal_expiring(&key, self.seq, expires.resolve(self.now));
         self.overlay.insert(key, Some(entry.clone()));
         self.ops.push(Op::Put {
             entry: entry.clone(),
@@ -146,11 +201,16 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
     /// Applies one write; an error changes nothing and spends no seq.
     pub fn apply(&mut self, write: Write) -> Result<Written, WriteError> {
         match write {
-            Write::Put { key, value, cond } => {
+            Write::Put {
+                key,
+                value,
+                cond,
+                expires,
+            } => {
                 let current = self.current(&key);
                 cond.check(current.as_ref())?;
                 self.seq += 1;
-                let entry = self.put(key, value);
+                let entry = self.put(key, value, expires);
                 self.logged.push(Logged::Put { entry, cond });
                 Ok(Written {
                     seq: self.seq,
@@ -188,11 +248,28 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                     }
                     let puts = puts
                         .into_iter()
-                        .map(|(key, value)| self.put(key, value))
+                        .map(|(key, value, expires)| self.put(key, value, expires))
                         .collect();
                     self.logged.push(Logged::Batch { puts, deletes });
                 }
                 // A batch that changes nothing spends no seq and returns the current one.
+                Ok(Written {
+                    seq: self.seq,
+                    created: false,
+                })
+            }
+            Write::Expire { key } => {
+                // Only a key still stored and past its time: one overwritten since the writer
+                // chose it is left alone, and spends no seq.
+                if !self.stored(&key).is_some_and(|e| e.expired(self.now)) {
+                    return Err(WriteError::NotFound);
+                }
+                self.seq += 1;
+                self.overlay.insert(Arc::clone(&key), None);
+                self.ops.push(Op::Expire {
+                    key: Arc::clone(&key),
+                });
+                self.logged.push(Logged::Expire { key });
                 Ok(Written {
                     seq: self.seq,
                     created: false,
@@ -216,8 +293,8 @@ mod tests {
     fn replaying_the_logged_writes_reproduces_the_batch() {
         let state: Entries = [Entry::new("a", 1, b"\"x\"")].into();
         let lookup = |k: &str| state.get(k.as_bytes()).cloned();
-        let mut first = Apply::new(lookup, 1);
-        let at = |v| Conditions {
+        let mut first = Apply::new(lookup, 1, 1_000);
+        let cond_at = |v| Conditions {
             if_match: Some(ETags::List(vec![v])),
             ..Default::default()
         };
@@ -225,29 +302,98 @@ mod tests {
             .apply(Write::Put {
                 key: Arc::from("a"),
                 value: text("refused"),
-                cond: at(7),
+                cond: cond_at(7),
+                expires: Expiry::Never,
             })
             .is_err());
         first
             .apply(Write::Put {
                 key: Arc::from("a"),
                 value: text("y"),
-                cond: at(1),
+                cond: cond_at(1),
+                expires: Expiry::After(5),
             })
             .unwrap();
         first
             .apply(Write::Batch {
-                puts: vec![(Arc::from("b"), text("z"))],
+                puts: vec![(Arc::from("b"), text("z"), Expiry::At(9_000))],
                 deletes: vec![Arc::from("a"), Arc::from("absent")],
             })
             .unwrap();
         assert_eq!(first.seq, 3);
-        let mut again = Apply::new(lookup, 1);
+        // The TTL became an absolute time when the write was applied.
+        assert!(
+            matches!(&first.logged[0], Logged::Put { entry, .. } if entry.expires_at() == Some(6_000))
+        );
+        let mut again = Apply::new(lookup, 1, 1_000);
         for w in first.logged.clone() {
             again.apply(w.into_write()).unwrap();
         }
         assert_eq!(again.seq, first.seq);
         let show = |ops: &[Op]| format!("{ops:?}");
         assert_eq!(show(&again.ops), show(&first.ops));
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+    use crate::store::{ETags, Entries};
+
+    #[test]
+    fn an_expired_key_is_absent_to_preconditions_and_removed_only_when_due() {
+        let state: Entries = [Entry::expiring("k", 1, b"1", Some(5_000))].into();
+        let lookup = |k: &str| state.get(k.as_bytes()).cloned();
+        // Before its time: present.
+        let mut before = Apply::new(lookup, 1, 4_999);
+        let exists = Conditions {
+            if_match: Some(ETags::Any),
+            ..Default::default()
+        };
+        assert!(before
+            .apply(Write::Delete {
+                key: Arc::from("k"),
+                cond: exists.clone(),
+            })
+            .is_ok());
+        // From its time on: absent to If-Match, present to nothing, and removable.
+        let mut after = Apply::new(lookup, 1, 5_000);
+        assert_eq!(
+            after.apply(Write::Delete {
+                key: Arc::from("k"),
+                cond: exists,
+            }),
+            Err(WriteError::PreconditionFailed)
+        );
+        let create_only = Conditions {
+            if_none_match: Some(ETags::Any),
+            ..Default::default()
+        };
+        let w = after
+            .apply(Write::Put {
+                key: Arc::from("k"),
+                value: PendingValue::from_text("new"),
+                cond: create_only,
+                expires: Expiry::Never,
+            })
+            .unwrap();
+        assert!(w.created, "an expired key is re-created, not replaced");
+        // The overwrite cleared the expiry, so the writer's stale expire is a no-op.
+        assert_eq!(
+            after.apply(Write::Expire {
+                key: Arc::from("k")
+            }),
+            Err(WriteError::NotFound)
+        );
+        let mut due = Apply::new(lookup, 1, 6_000);
+        assert_eq!(
+            due.apply(Write::Expire {
+                key: Arc::from("k")
+            })
+            .unwrap()
+            .seq,
+            2
+        );
+        assert!(matches!(due.ops[0], Op::Expire { .. }));
     }
 }

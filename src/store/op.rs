@@ -30,6 +30,11 @@ pub enum Op {
         /// The key to remove.
         key: Arc<str>,
     },
+    /// Remove `key` because its expiry time passed (as `Delete`; watchers see `expire`).
+    Expire {
+        /// The key to remove.
+        key: Arc<str>,
+    },
     /// Set the map's own seq: appended last in every batch, so a reader sees the data and the
     /// seq of one publish together (evmap's `set_meta`).
     Seq {
@@ -47,7 +52,7 @@ impl Op {
             Op::Put { entry } => {
                 map.replace(entry.clone());
             }
-            Op::Delete { key } => {
+            Op::Delete { key } | Op::Expire { key } => {
                 map.remove(key.as_bytes());
             }
         }
@@ -60,7 +65,7 @@ impl Op {
             Op::Put { entry } => {
                 map.replace(entry);
             }
-            Op::Delete { key } => {
+            Op::Delete { key } | Op::Expire { key } => {
                 map.remove(key.as_bytes());
             }
         }
@@ -149,7 +154,7 @@ impl Map {
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Put { entry } => self.put(entry.clone()),
-            Op::Delete { key } => self.remove(key.as_bytes()),
+            Op::Delete { key } | Op::Expire { key } => self.remove(key.as_bytes()),
             Op::Seq { seq } => self.seq = *seq,
         }
     }
@@ -163,7 +168,7 @@ impl Absorb<Op> for Map {
     fn absorb_second(&mut self, op: Op, _other: &Self) {
         match op {
             Op::Put { entry } => self.put(entry),
-            Op::Delete { key } => self.remove(key.as_bytes()),
+            Op::Delete { key } | Op::Expire { key } => self.remove(key.as_bytes()),
             Op::Seq { seq } => self.seq = seq,
         }
     }

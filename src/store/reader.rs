@@ -8,7 +8,16 @@ use std::ops::Bound;
 use left_right::{ReadHandle, ReadHandleFactory};
 
 use super::op::Map;
-use super::value::Entry;
+use super::value::{now_ms, Entry};
+
+/// `entry`, unless it is past its expiry time: an expired key is absent to every read from its
+/// time on, before the writer removes it. The clock is read only for keys that expire.
+fn live(entry: Entry) -> Option<Entry> {
+    match entry.expires_at() {
+        Some(_) if entry.expired(now_ms()) => None,
+        _ => Some(entry),
+    }
+}
 
 /// Makes one [`Reader`] per thread. Shareable: hand it to every HTTP worker's factory closure.
 #[derive(Clone, Debug)]
@@ -74,14 +83,15 @@ impl Page {
 impl Reader {
     /// The current entry of `key`, or `None` if absent (or if the store has shut down).
     pub fn get(&self, key: &str) -> Option<Entry> {
-        self.0.enter()?.get(key.as_bytes()).cloned()
+        let entry = self.0.enter()?.get(key.as_bytes()).cloned()?;
+        live(entry)
     }
 
     /// The current entry of `key` and the seq of the state it came from, in one enter.
     pub fn lookup(&self, key: &str) -> Lookup {
         match self.0.enter() {
             Some(map) => Lookup {
-                entry: map.get(key.as_bytes()).cloned(),
+                entry: map.get(key.as_bytes()).cloned().and_then(live),
                 seq: map.seq,
             },
             None => Lookup::default(),
@@ -107,10 +117,13 @@ impl Reader {
             Some(a) if a >= prefix => Bound::Excluded(a.as_bytes()),
             _ => Bound::Included(prefix.as_bytes()),
         };
+        // The clock is read once, and only if a key in the page has an expiry time.
+        let mut now = None;
         let mut iter = map
             .entries
             .range::<[u8], _>((start, Bound::Unbounded))
-            .take_while(|e| e.key_bytes().starts_with(prefix.as_bytes()));
+            .take_while(|e| e.key_bytes().starts_with(prefix.as_bytes()))
+            .filter(|e| e.expires_at().is_none() || !e.expired(*now.get_or_insert_with(now_ms)));
         let items: Vec<Entry> = iter.by_ref().take(limit).cloned().collect();
         let more = iter.next().is_some();
         Page {

@@ -45,11 +45,16 @@ pub struct Appended {
 ///
 /// Called on the writer thread, once per batch that changes anything.
 pub trait Journal: Send + fmt::Debug + 'static {
-    /// Records `writes`, which bring the map to `seq`, as the next record; with `flush`, makes
-    /// it durable before returning. On error nothing of the record remains in the log, so the
-    /// writer can refuse the batch and go on.
-    fn append(&mut self, seq: u64, writes: &[Logged], flush: bool)
-        -> Result<Appended, SharedError>;
+    /// Records `writes`, applied at `now` (ms since the epoch), which bring the map to `seq`, as
+    /// the next record; with `flush`, makes it durable before returning. On error nothing of the
+    /// record remains in the log, so the writer can refuse the batch and go on.
+    fn append(
+        &mut self,
+        seq: u64,
+        now: u64,
+        writes: &[Logged],
+        flush: bool,
+    ) -> Result<Appended, SharedError>;
 }
 
 /// Something downstream of the writer: it is told each published batch, in order.

@@ -16,6 +16,8 @@ use triomphe::ThinArc;
 struct Header {
     /// The `seq` of the write that stored this value; its ETag.
     version: u64,
+    /// When the key expires, in milliseconds since the Unix epoch; 0: never.
+    expires_at: u64,
     /// Bytes of key at the start of the slice; the JSON follows.
     key_len: u32,
 }
@@ -39,8 +41,18 @@ const SCRATCH_KEEP: usize = 64 * 1024;
 impl Entry {
     /// Builds an entry; `json` must be one valid, compact JSON value.
     pub fn new(key: &str, version: u64, json: &[u8]) -> Entry {
+        Entry::expiring(key, version, json, None)
+    }
+
+    /// Builds an entry that expires at `expires_at` (milliseconds since the Unix epoch).
+    pub fn expiring(key: &str, version: u64, json: &[u8], expires_at: Option<u64>) -> Entry {
+        // Every decoder refuses keys over 64 KiB before building an entry.
         let key_len = u32::try_from(key.len()).expect("keys are far shorter than 4 GiB");
-        let header = Header { version, key_len };
+        let header = Header {
+            version,
+            expires_at: expires_at.unwrap_or(0),
+            key_len,
+        };
         SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
             buf.clear();
@@ -67,6 +79,19 @@ impl Entry {
     /// The `seq` of the write that stored this value; its ETag.
     pub fn version(&self) -> u64 {
         self.0.header.header.version
+    }
+
+    /// When the key expires (milliseconds since the Unix epoch), if it does.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self.0.header.header.expires_at {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Whether the key is past its expiry time at `now_ms`: then it is absent to every read.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at().is_some_and(|t| now_ms >= t)
     }
 
     /// The value as compact JSON.
@@ -132,6 +157,7 @@ impl fmt::Debug for Entry {
         f.debug_struct("Entry")
             .field("key", &self.key())
             .field("version", &self.version())
+            .field("expires_at", &self.expires_at())
             .field("json", &String::from_utf8_lossy(self.json()))
             .finish()
     }
@@ -174,6 +200,18 @@ impl PendingValue {
     pub fn seal(self, key: &str, version: u64) -> Entry {
         Entry::new(key, version, &self.0)
     }
+
+    /// Like [`PendingValue::seal`], with an expiry time.
+    pub fn seal_expiring(self, key: &str, version: u64, expires_at: Option<u64>) -> Entry {
+        Entry::expiring(key, version, &self.0, expires_at)
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch: the clock expiry is measured by.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

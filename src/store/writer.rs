@@ -6,18 +6,87 @@
 //! (group commit); while the writer flushes, the next batch gathers in the channel. After the
 //! publish the batch goes to every [`Sink`] downstream; the writer never waits for any of them.
 
-use std::sync::mpsc::Receiver;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use left_right::WriteHandle;
 
-use super::apply::Apply;
-use super::op::{Map, Op};
+use super::apply::{Apply, Write};
+use super::op::{Entries, Map, Op};
 use super::seam::{Appended, Faults, Journal, Published, Sink};
+use super::value::now_ms;
 use super::{Command, Reply, WriteError, Written};
 
 /// Most commands one publish serves. Bounds the reply latency of the first command in a batch.
 const MAX_BATCH: usize = 4096;
+
+/// Most expired keys removed in one round: a million keys expiring at once are removed a
+/// bounded batch at a time, between client batches, so writes never stall for long.
+pub(super) const MAX_EXPIRE_ROUND: usize = 1000;
+
+/// The longest the writer sleeps with keys still to expire: a due key is removed within it.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// The keys that have an expiry time, ordered by it: the writer's own index, so finding the
+/// due keys costs the due keys, not a scan of the map.
+#[derive(Debug, Default)]
+pub(super) struct Expiring {
+    by_time: BTreeSet<(u64, Arc<str>)>,
+    by_key: HashMap<Arc<str>, u64>,
+}
+
+impl Expiring {
+    /// The index of a recovered map.
+    pub(super) fn from_entries(entries: &Entries) -> Expiring {
+        let mut e = Expiring::default();
+        for entry in entries {
+            if let Some(t) = entry.expires_at() {
+                e.set(Arc::from(entry.key()), Some(t));
+            }
+        }
+        e
+    }
+
+    fn set(&mut self, key: Arc<str>, at: Option<u64>) {
+        if let Some(old) = self.by_key.remove(&key) {
+            self.by_time.remove(&(old, Arc::clone(&key)));
+        }
+        if let Some(t) = at {
+            self.by_time.insert((t, Arc::clone(&key)));
+            self.by_key.insert(key, t);
+        }
+    }
+
+    /// Follows the ops of a published batch.
+    fn follow(&mut self, ops: &[Op]) {
+        for op in ops {
+            match op {
+                Op::Put { entry } => self.set(Arc::from(entry.key()), entry.expires_at()),
+                Op::Delete { key } | Op::Expire { key } => self.set(Arc::clone(key), None),
+                Op::Seq { .. } => {}
+            }
+        }
+    }
+
+    /// Up to `limit` keys due at `now`.
+    fn due(&self, now: u64, limit: usize) -> Vec<Arc<str>> {
+        self.by_time
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|(_, k)| Arc::clone(k))
+            .collect()
+    }
+
+    /// How long until the next key is due (`None`: no key expires).
+    fn next_in(&self, now: u64) -> Option<Duration> {
+        self.by_time
+            .first()
+            .map(|(t, _)| Duration::from_millis(t.saturating_sub(now)))
+    }
+}
 
 /// Everything the writer thread owns.
 pub(super) struct Writer {
@@ -36,14 +105,40 @@ pub(super) struct Writer {
     pub(super) flush: bool,
     /// Background threads that died: once one has, writes are refused, not applied.
     pub(super) faults: Faults,
+    /// Keys with an expiry time, by time.
+    pub(super) expiring: Expiring,
+    /// The last batch could not be applied: expiry waits a tick before it tries again.
+    pub(super) stalled: bool,
 }
 
 impl Writer {
     /// Runs until a `Shutdown` command arrives or every sender is gone.
     pub(super) fn run(mut self) {
         let mut batch = Vec::with_capacity(64);
-        while let Ok(first) = self.commands.recv() {
-            batch.push(first);
+        loop {
+            // Sleep until a command arrives or the next key is due (at most a tick, so a due
+            // key is removed within it whatever the clock does).
+            let wait = self.expiring.next_in(now_ms()).map(|d| {
+                if self.stalled {
+                    // The last round could not remove what was due (the log refused it, or a
+                    // fault stops every write): try again a tick later, not in a hot loop.
+                    EXPIRY_TICK
+                } else {
+                    d.min(EXPIRY_TICK)
+                }
+            });
+            let first = match wait {
+                None => self
+                    .commands
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => self.commands.recv_timeout(d),
+            };
+            match first {
+                Ok(cmd) => batch.push(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
             while batch.len() < MAX_BATCH {
                 match self.commands.try_recv() {
                     Ok(cmd) => batch.push(cmd),
@@ -61,17 +156,28 @@ impl Writer {
     /// Applies one drained batch. Returns whether a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Command>) -> bool {
         if let Some(reason) = self.faults.get() {
+            self.stalled = true;
             return refuse(batch, &reason);
         }
+        self.stalled = false;
         let mut stop = false;
         let mut replies: Vec<(Reply, Result<Written, WriteError>)> =
             Vec::with_capacity(batch.len());
         let mut checkpoints = Vec::new();
+        // One clock reading per batch: the instant its TTLs count from and its preconditions
+        // see expiry at; the log records it, so replay needs no clock.
+        let now = now_ms();
+        let due = self.expiring.due(now, MAX_EXPIRE_ROUND);
         let handle = &self.handle;
         let mut apply = Apply::new(
             |key: &str| handle.enter()?.get(key.as_bytes()).cloned(),
             self.seq,
+            now,
         );
+        // Due keys first, each removed as a write of its own seq.
+        for key in due {
+            let _ = apply.apply(Write::Expire { key });
+        }
         for cmd in batch.drain(..) {
             match cmd {
                 Command::Write { write, reply } => {
@@ -92,12 +198,13 @@ impl Writer {
         if !ops.is_empty() {
             // Log first: a write is applied only once its record is in the log.
             let appended = match &mut self.journal {
-                Some(journal) => journal.append(seq, &logged, self.flush),
+                Some(journal) => journal.append(seq, now, &logged, self.flush),
                 None => Ok(Appended::default()),
             };
             match appended {
                 Ok(appended) => {
                     self.seq = seq;
+                    self.expiring.follow(&ops);
                     ops.push(Op::Seq { seq });
                     for op in &ops {
                         self.handle.append(op.clone());
@@ -114,6 +221,7 @@ impl Writer {
                     }
                 }
                 Err(error) => {
+                    self.stalled = true;
                     // Nothing was applied, and the log holds nothing of the batch: every write
                     // in it is refused, and the seqs it would have spent are spent again.
                     tracing::error!(error = %crate::Chain(&*error), "the log refused a batch");

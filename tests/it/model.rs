@@ -2,14 +2,14 @@
 //! snapshots and restarts against the library (the same `Engine` the server runs), checked
 //! after every step against a plain in-memory model.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
 use twinkv::engine::Settings;
-use twinkv::store::{Conditions, ETags, PendingValue, WriteError};
+use twinkv::store::{Conditions, ETags, Expiry, PendingValue, WriteError};
 use twinkv::{Durability, Engine};
 
 const KEYS: &[&str] = &["a", "a/b", "b", "ключ", "k with space", "z"];
@@ -50,11 +50,33 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// What the store should hold: key to (value, version), and the last seq.
+/// What the store should hold: key to (value, version), the keys with an expiry time, and the
+/// last seq.
 #[derive(Debug, Default)]
 struct Model {
     map: BTreeMap<String, (Json, u64)>,
+    ttl: BTreeSet<String>,
     seq: u64,
+}
+
+impl Model {
+    fn set_ttl(&mut self, key: &str, n: i64) {
+        if ttl(n) == Expiry::Never {
+            self.ttl.remove(key);
+        } else {
+            self.ttl.insert(key.to_string());
+        }
+    }
+}
+
+/// Some writes carry a TTL (a day: nothing expires during a run): the expiry time must survive
+/// checkpoints, log replay and restarts, and a write without one must clear it.
+fn ttl(n: i64) -> Expiry {
+    if n.rem_euclid(4) == 1 {
+        Expiry::After(86_400)
+    } else {
+        Expiry::Never
+    }
 }
 
 fn value(n: i64) -> Json {
@@ -94,6 +116,13 @@ fn check(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(&got, &model.map);
+    let expiring: BTreeSet<String> = page
+        .items
+        .iter()
+        .filter(|e| e.expires_at().is_some())
+        .map(|e| e.key().to_string())
+        .collect();
+    prop_assert_eq!(&expiring, &model.ttl);
     prop_assert_eq!(reader.stats().seq, model.seq);
     prop_assert_eq!(page.seq, model.seq);
     Ok(())
@@ -137,14 +166,19 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                     }
                     _ => (Conditions::default(), true),
                 };
-                let got =
-                    rt.block_on(h.put(Arc::from(key), PendingValue::from_json(&value(n)), cond));
+                let got = rt.block_on(h.put(
+                    Arc::from(key),
+                    PendingValue::from_json(&value(n)),
+                    cond,
+                    ttl(n),
+                ));
                 if allowed {
                     let w = got.expect("put succeeds");
                     model.seq += 1;
                     prop_assert_eq!(w.seq, model.seq);
                     prop_assert_eq!(w.created, current.is_none());
                     model.map.insert(key.to_string(), (value(n), model.seq));
+                    model.set_ttl(key, n);
                 } else {
                     prop_assert_eq!(got, Err(WriteError::PreconditionFailed));
                 }
@@ -185,6 +219,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                         model.seq += 1;
                         prop_assert_eq!(got.expect("delete succeeds").seq, model.seq);
                         model.map.remove(key);
+                        model.ttl.remove(key);
                     }
                     Err(e) => prop_assert_eq!(got, Err(e)),
                 }
@@ -197,7 +232,11 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                         h.batch(
                             puts.iter()
                                 .map(|(k, n)| {
-                                    (Arc::from(KEYS[*k]), PendingValue::from_json(&value(*n)))
+                                    (
+                                        Arc::from(KEYS[*k]),
+                                        PendingValue::from_json(&value(*n)),
+                                        ttl(*n),
+                                    )
                                 })
                                 .collect(),
                             dels.iter().map(|d| Arc::from(KEYS[*d])).collect(),
@@ -208,8 +247,10 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                     model.seq += 1;
                     for d in &dels {
                         model.map.remove(KEYS[*d]);
+                        model.ttl.remove(KEYS[*d]);
                     }
                     for (k, n) in &puts {
+                        model.set_ttl(KEYS[*k], *n);
                         model
                             .map
                             .insert(KEYS[*k].to_string(), (value(*n), model.seq));
