@@ -139,7 +139,7 @@ fn report(
             writeln!(out)
         }
         Mode::Dump => match rec {
-            Ok(r) => format::dump(out, &r.entries),
+            Ok(r) => format::dump(out, &r.entries, crate::store::now_ms()),
             Err(e) => writeln!(err, "twinkv inspect: nothing to dump: {}", Chain(e)),
         },
     }

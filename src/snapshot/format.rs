@@ -212,10 +212,12 @@ pub fn encode<W: Write>(
 }
 
 /// Writes `entries` as one JSON object of key to value (what `inspect --dump` prints).
-pub fn dump<W: Write + ?Sized>(sink: &mut W, entries: &Entries) -> io::Result<()> {
+///
+/// Keys past their expiry time at `now_ms` are left out: they are absent to every read.
+pub fn dump<W: Write + ?Sized>(sink: &mut W, entries: &Entries, now_ms: u64) -> io::Result<()> {
     let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
     buf.push(b'{');
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter().filter(|e| !e.expired(now_ms)).enumerate() {
         if i > 0 {
             buf.push(b',');
         }

@@ -23,4 +23,5 @@ mod semantics;
 mod smoke;
 mod soak;
 mod torture;
+mod ttl;
 mod util;
