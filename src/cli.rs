@@ -62,6 +62,12 @@ pub struct ServeArgs {
     /// Log segments roll at this size (for tests of rolling and compaction).
     #[arg(long, env = "TWINKV_LOG_SEGMENT_BYTES", default_value_t = defaults::LOG_SEGMENT_BYTES, hide = true)]
     pub log_segment_bytes: u64,
+    /// How many recent change events are kept for watchers to resume from (`since`).
+    #[arg(long, env = "TWINKV_WATCH_HISTORY", default_value_t = defaults::WATCH_HISTORY)]
+    pub watch_history: usize,
+    /// How often an idle watch stream gets a progress event (for tests).
+    #[arg(long, env = "TWINKV_WATCH_PROGRESS_MS", default_value_t = defaults::WATCH_PROGRESS_MS, hide = true)]
+    pub watch_progress_ms: u64,
     /// Longest key, in bytes of UTF-8 (at most 65536).
     #[arg(long, env = "TWINKV_MAX_KEY_BYTES", default_value_t = defaults::MAX_KEY_BYTES)]
     pub max_key_bytes: usize,

@@ -44,6 +44,10 @@ pub struct Config {
     pub checkpoint_log_bytes: u64,
     /// Log segments roll at this size.
     pub log_segment_bytes: u64,
+    /// Change events kept for watchers to resume from.
+    pub watch_history: usize,
+    /// An idle watch stream gets a progress event this often.
+    pub watch_progress: Duration,
     /// Request size limits.
     pub limits: Limits,
     /// HTTP worker threads.
@@ -129,6 +133,11 @@ impl Config {
             checkpoint_log_bytes: args.checkpoint_log_bytes,
             log_segment_bytes: positive(args.log_segment_bytes as usize, "log-segment-bytes")?
                 as u64,
+            watch_history: args.watch_history,
+            watch_progress: Duration::from_millis(positive(
+                args.watch_progress_ms as usize,
+                "watch-progress-ms",
+            )? as u64),
             limits,
             workers,
             auth_token: args.auth_token.clone(),

@@ -29,3 +29,7 @@ pub const DEFAULT_LIST_LIMIT: usize = 1000;
 pub const LOG_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// The longest TTL a write may ask for: ten years, in seconds.
 pub const MAX_TTL_SECS: u64 = 315_360_000;
+/// `--watch-history`: how many recent change events are kept for watchers to resume from.
+pub const WATCH_HISTORY: usize = 100_000;
+/// The hidden `--watch-progress-ms`: an idle watch stream gets a progress event this often.
+pub const WATCH_PROGRESS_MS: u64 = 10_000;

@@ -25,6 +25,7 @@ use crate::snapshot::format::Position;
 use crate::snapshot::recover::Depth;
 use crate::snapshot::{Policy, SnapshotError, SnapshotStatus, Snapshotter, Start as SnapshotStart};
 use crate::store::{Downstream, Durability, Faults, Initial, MarkWatch, Store, WriteError};
+use crate::watch::{self, Hub, HubThread};
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
@@ -122,6 +123,8 @@ pub struct Settings {
     pub checkpoint_log_bytes: u64,
     /// Log segments roll at this size.
     pub segment_bytes: u64,
+    /// Change events kept for watchers to resume from.
+    pub watch_history: usize,
 }
 
 impl Settings {
@@ -132,6 +135,7 @@ impl Settings {
             fsync_interval: Duration::from_millis(defaults::FSYNC_INTERVAL_MS),
             checkpoint_log_bytes: defaults::CHECKPOINT_LOG_BYTES,
             segment_bytes: crate::log::SEGMENT_BYTES,
+            watch_history: defaults::WATCH_HISTORY,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct Engine {
     pub faults: Faults,
     /// Request counters and fsync timings, rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Recent change events and the watchers.
+    pub hub: Arc<Hub>,
+    hub_thread: HubThread,
     log: LogHandle,
     snapshotter: Snapshotter,
     _lock: DirLock,
@@ -250,6 +257,8 @@ impl Engine {
         };
         let (feed, snapshotter) =
             Snapshotter::start(&dir, &rec.entries, snap_start, policy, &faults)?;
+        let (watch_feed, hub, hub_thread) =
+            watch::start(settings.watch_history, rec.seq, &faults).map_err(EngineError::Spawn)?;
         let keys = rec.entries.len() as u64;
         let initial = Initial {
             entries: rec.entries,
@@ -257,7 +266,7 @@ impl Engine {
         };
         let downstream = Downstream {
             journal: Some(Box::new(log)),
-            sinks: vec![Box::new(feed)],
+            sinks: vec![Box::new(feed), Box::new(watch_feed)],
             faults: faults.clone(),
         };
         let store =
@@ -283,6 +292,8 @@ impl Engine {
             dir,
             faults,
             metrics,
+            hub,
+            hub_thread,
             log: log_handle,
             snapshotter,
             _lock: lock,
@@ -327,7 +338,9 @@ impl Engine {
     ///
     /// After a fault it still writes what it can, then reports the fault.
     pub fn close(self) -> Result<(), EngineError> {
+        self.hub.close();
         self.store.shutdown();
+        self.hub_thread.join();
         self.log.join();
         let snapshot = self.snapshotter.join();
         if let Some(reason) = self.faults.get() {

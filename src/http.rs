@@ -8,6 +8,7 @@ mod admin;
 pub(crate) mod decode;
 mod error;
 pub(crate) mod kv;
+mod watch;
 
 use std::sync::Arc;
 
@@ -51,6 +52,10 @@ pub struct AppState {
     pub faults: Faults,
     /// Request counters and the rendering of `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Recent change events and the watchers.
+    pub hub: Arc<crate::watch::Hub>,
+    /// An idle watch stream gets a progress event this often.
+    pub watch_progress: std::time::Duration,
     /// Request size limits.
     pub limits: Limits,
     /// The bearer token every request but `GET /health` must carry, if set.
@@ -76,6 +81,8 @@ impl AppState {
             log_stats: engine.log_stats(),
             faults: engine.faults.clone(),
             metrics: Arc::clone(&engine.metrics),
+            hub: Arc::clone(&engine.hub),
+            watch_progress: std::time::Duration::from_millis(crate::defaults::WATCH_PROGRESS_MS),
             limits,
             auth_token,
             durability,
@@ -113,6 +120,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(admin::snapshot_status))
             .route(web::post().to(admin::snapshot_now))
             .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
+    )
+    .service(
+        web::resource("/watch")
+            .route(web::get().to(watch::watch))
+            .route(web::head().to(watch::watch))
+            .default_service(web::to(|| not_allowed("GET, HEAD"))),
     )
     // `/kv/{key}` is matched here by prefix rather than as a resource: a resource with a tail
     // pattern is a regex match on every request (16% of a GET's server time in a profile).

@@ -25,12 +25,14 @@
 //! ```text
 //!  main ─▶ cli, config, server, inspect
 //!  server ─▶ engine, http, config, snapshot (a test-only fault switch)
-//!  http ─▶ engine (to build its state), store, snapshot and log (status only), metrics, config
-//!  engine ─▶ recovery, log, snapshot, store, metrics, defaults
+//!  http ─▶ engine (to build its state), store, watch, snapshot and log (status only), metrics,
+//!          config
+//!  engine ─▶ recovery, log, snapshot, watch, store, metrics, defaults
 //!  inspect ─▶ recovery, log, snapshot
 //!  recovery ─▶ log, snapshot, store   (newest image, then replay the log with store's apply)
 //!  log ─▶ store, metrics, defaults    (implements store::Journal)
 //!  snapshot ─▶ store                  (implements store::Sink, reports on a store::MarkSender)
+//!  watch ─▶ store                     (implements store::Sink: the event ring and watchers)
 //!  config ─▶ cli, store, defaults;  cli ─▶ store, defaults
 //!  store ─▶ (nothing in the crate)
 //!  metrics, defaults ─▶ (nothing in the crate)
@@ -41,6 +43,7 @@
 //! - [`log`]: the write-ahead log: records, segments, the flusher, the scan that reads it back.
 //! - [`snapshot`]: the image, its slot files, the checkpoint thread and the choice of slot.
 //! - [`recovery`]: newest valid image plus log replay, shared by start-up and `inspect`.
+//! - [`watch`]: the ring of recent change events and the bounded queue of each watcher.
 //! - [`engine`]: the composition root: lock, recover, wire the threads.
 //! - [`server`]: `serve(config, listener, shutdown)`: HTTP over an engine, stopped in order.
 //! - `http`: routes and thin handlers; [`ApiError`] maps every failure to a status once.
@@ -76,6 +79,7 @@ pub mod recovery;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod watch;
 
 pub use config::{Config, Limits};
 pub use engine::Engine;

@@ -127,6 +127,7 @@ pub fn settings(config: &Config) -> Settings {
         fsync_interval: config.fsync_interval,
         checkpoint_log_bytes: config.checkpoint_log_bytes,
         segment_bytes: config.log_segment_bytes,
+        watch_history: config.watch_history,
     }
 }
 
@@ -143,13 +144,16 @@ fn run_http(
     engine: &Engine,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServeError> {
-    let state = web::Data::new(AppState::new(
+    let mut state = AppState::new(
         engine,
         config.limits,
         config.auth_token.clone(),
         config.durability,
-    ));
+    );
+    state.watch_progress = config.watch_progress;
+    let state = web::Data::new(state);
     let readers = engine.store.readers();
+    let hub = std::sync::Arc::clone(&engine.hub);
     let local = listener.local_addr().map_err(ServeError::Http)?;
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -179,6 +183,9 @@ fn run_http(
         let handle = server.handle();
         actix_web::rt::spawn(async move {
             shutdown.await;
+            // End every watch stream first: a graceful stop waits for open responses, and a
+            // stream would hold it up until actix's 30 s deadline.
+            hub.close();
             handle.stop(true).await;
         });
         say(&format!("listening on http://{local}"));

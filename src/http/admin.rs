@@ -63,6 +63,7 @@ pub async fn metrics(req: HttpRequest) -> HttpResponse {
         snapshot_duration_seconds: snap.last_duration.as_secs_f64(),
         snapshot_failures_total: snap.failures,
         snapshots_total: snap.written,
+        watchers: state.hub.watchers(),
         ..Figures::default()
     };
     HttpResponse::Ok()

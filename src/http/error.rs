@@ -40,6 +40,16 @@ pub enum ApiError {
     /// A content type the route does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The events after a watch's `since` are no longer kept.
+    #[error("{message}")]
+    Gone {
+        /// For a person.
+        message: String,
+        /// The smallest `since` still served.
+        oldest_seq: u64,
+        /// The current seq.
+        seq: u64,
+    },
     /// The write was applied but not made durable, writes are refused after a fault, a
     /// snapshot failed, or the store is stopping.
     #[error("{0}")]
@@ -74,6 +84,7 @@ impl ResponseError for ApiError {
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Gone { .. } => StatusCode::GONE,
         }
     }
 
@@ -88,6 +99,15 @@ impl ResponseError for ApiError {
             }
             ApiError::PreconditionFailed(Some(version)) => {
                 res.insert_header((header::ETAG, format!("\"{version}\"")));
+            }
+            ApiError::Gone {
+                oldest_seq, seq, ..
+            } => {
+                return res.json(serde_json::json!({
+                    "error": self.to_string(),
+                    "oldest_seq": oldest_seq,
+                    "seq": seq,
+                }));
             }
             _ => {}
         }

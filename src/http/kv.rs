@@ -18,6 +18,7 @@ use super::{reader, state, SEQ_HEADER};
 use crate::config::Limits;
 use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_TTL_SECS};
 use crate::store::{now_ms, Conditions, ETags, Entry, Expiry, PendingValue, WriteError};
+use crate::watch::{Filter, Since};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -289,6 +290,11 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
     let if_match = etags(&req, header::IF_MATCH, false)?;
     let if_none_match = etags(&req, header::IF_NONE_MATCH, true)?;
+    if !req.query_string().is_empty() {
+        if let Some((wait, index)) = blocking(&req)? {
+            wait_for_change(&req, &key, wait, index).await?;
+        }
+    }
     let found = reader(&req).lookup(&key);
     let value = found.entry;
     if let Some(tags) = if_match {
@@ -321,6 +327,78 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             .content_type(JSON)
             .body(Bytes::copy_from_slice(value.json()))),
     }
+}
+
+/// Longest a blocking read waits, and how long it waits when `wait` is not given.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// The `wait` and `index` of a blocking read (`None`: an ordinary GET), and `consistency`.
+fn blocking(req: &HttpRequest) -> Result<Option<(Duration, u64)>, ApiError> {
+    let (mut wait, mut index) = (None, None);
+    for (name, value) in form_pairs(req.query_string())? {
+        match &*name {
+            "wait" => {
+                let secs = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= MAX_WAIT.as_secs())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "wait must be whole seconds in 0..={}",
+                            MAX_WAIT.as_secs()
+                        ))
+                    })?;
+                wait = Some(Duration::from_secs(secs));
+            }
+            "index" => {
+                index = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest("index must be a version: a whole number".into())
+                })?);
+            }
+            "consistency" => match &*value {
+                "linearizable" | "stale" => {}
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "consistency must be linearizable or stale".into(),
+                    ))
+                }
+            },
+            _ => {}
+        }
+    }
+    match (wait, index) {
+        (_, Some(i)) => Ok(Some((wait.unwrap_or(DEFAULT_WAIT), i))),
+        (Some(_), None) => Err(ApiError::BadRequest(
+            "wait needs index: the version last seen (0: absent)".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Waits until `key` is no longer at version `index` (0: absent), or `wait` passes, or the
+/// server shuts down. A subscription from the seq of the state read misses no change.
+async fn wait_for_change(
+    req: &HttpRequest,
+    key: &str,
+    wait: Duration,
+    index: u64,
+) -> Result<(), ApiError> {
+    let found = reader(req).lookup(key);
+    let unchanged = match &found.entry {
+        Some(e) => e.version() == index,
+        None => index == 0,
+    };
+    if !unchanged || wait.is_zero() {
+        return Ok(());
+    }
+    let mut sub = super::watch::subscribe(
+        req,
+        Filter::Key(key.to_string()),
+        Some(Since::after(found.seq)),
+    )?;
+    let _ = actix_web::rt::time::timeout(wait, sub.next()).await;
+    Ok(())
 }
 
 #[derive(Serialize)]

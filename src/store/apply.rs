@@ -227,6 +227,7 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                 self.overlay.insert(Arc::clone(&key), None);
                 self.ops.push(Op::Delete {
                     key: Arc::clone(&key),
+                    seq: self.seq,
                 });
                 self.logged.push(Logged::Delete { key, cond });
                 Ok(Written {
@@ -243,6 +244,7 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                             self.overlay.insert(Arc::clone(key), None);
                             self.ops.push(Op::Delete {
                                 key: Arc::clone(key),
+                                seq: self.seq,
                             });
                         }
                     }
@@ -268,6 +270,7 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                 self.overlay.insert(Arc::clone(&key), None);
                 self.ops.push(Op::Expire {
                     key: Arc::clone(&key),
+                    seq: self.seq,
                 });
                 self.logged.push(Logged::Expire { key });
                 Ok(Written {

@@ -29,11 +29,15 @@ pub enum Op {
     Delete {
         /// The key to remove.
         key: Arc<str>,
+        /// The seq of the write that removed it (watchers see it; the map does not keep it).
+        seq: u64,
     },
     /// Remove `key` because its expiry time passed (as `Delete`; watchers see `expire`).
     Expire {
         /// The key to remove.
         key: Arc<str>,
+        /// The seq of the removal.
+        seq: u64,
     },
     /// Set the map's own seq: appended last in every batch, so a reader sees the data and the
     /// seq of one publish together (evmap's `set_meta`).
@@ -52,7 +56,7 @@ impl Op {
             Op::Put { entry } => {
                 map.replace(entry.clone());
             }
-            Op::Delete { key } | Op::Expire { key } => {
+            Op::Delete { key, .. } | Op::Expire { key, .. } => {
                 map.remove(key.as_bytes());
             }
         }
@@ -65,7 +69,7 @@ impl Op {
             Op::Put { entry } => {
                 map.replace(entry);
             }
-            Op::Delete { key } | Op::Expire { key } => {
+            Op::Delete { key, .. } | Op::Expire { key, .. } => {
                 map.remove(key.as_bytes());
             }
         }
@@ -154,7 +158,7 @@ impl Map {
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Put { entry } => self.put(entry.clone()),
-            Op::Delete { key } | Op::Expire { key } => self.remove(key.as_bytes()),
+            Op::Delete { key, .. } | Op::Expire { key, .. } => self.remove(key.as_bytes()),
             Op::Seq { seq } => self.seq = *seq,
         }
     }
@@ -168,7 +172,7 @@ impl Absorb<Op> for Map {
     fn absorb_second(&mut self, op: Op, _other: &Self) {
         match op {
             Op::Put { entry } => self.put(entry),
-            Op::Delete { key } | Op::Expire { key } => self.remove(key.as_bytes()),
+            Op::Delete { key, .. } | Op::Expire { key, .. } => self.remove(key.as_bytes()),
             Op::Seq { seq } => self.seq = seq,
         }
     }
@@ -203,6 +207,7 @@ mod tests {
             .publish();
         w.append(Op::Delete {
             key: Arc::from("a"),
+            seq: 0,
         })
         .append(put("c", 3))
         .append(put("b", 4))
@@ -229,9 +234,11 @@ mod tests {
         m.apply(&put("c", 6));
         m.apply(&Op::Delete {
             key: Arc::from("b"),
+            seq: 0,
         });
         m.apply(&Op::Delete {
             key: Arc::from("zz"),
+            seq: 0,
         });
         assert_eq!(m.get(b"a").map(Entry::version), Some(5));
         assert_eq!(m.get(b"b"), None);
@@ -250,6 +257,7 @@ mod tests {
         assert_eq!(versions(&m), vec![("k".into(), 2)]);
         Op::Delete {
             key: Arc::from("x"),
+            seq: 0,
         }
         .apply_to(&mut m);
         assert_eq!(m.len(), 1);

@@ -64,7 +64,7 @@ impl Expiring {
         for op in ops {
             match op {
                 Op::Put { entry } => self.set(Arc::from(entry.key()), entry.expires_at()),
-                Op::Delete { key } | Op::Expire { key } => self.set(Arc::clone(key), None),
+                Op::Delete { key, .. } | Op::Expire { key, .. } => self.set(Arc::clone(key), None),
                 Op::Seq { .. } => {}
             }
         }
