@@ -25,3 +25,4 @@ mod soak;
 mod torture;
 mod ttl;
 mod util;
+mod watch;
