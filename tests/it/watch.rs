@@ -245,7 +245,7 @@ fn a_watcher_that_never_reads_is_cut_off_while_writes_go_on_and_memory_stays_bou
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     };
-    let mut metric = || -> u64 {
+    let metric = || -> u64 {
         let text = s.get("/metrics").text();
         text.lines()
             .find_map(|l| l.strip_prefix("twinkv_watchers "))
