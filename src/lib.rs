@@ -73,13 +73,13 @@ mod defaults;
 pub mod engine;
 mod http;
 pub mod inspect;
-pub mod log;
+pub(crate) mod log;
 pub mod metrics;
-pub mod recovery;
+pub(crate) mod recovery;
 pub mod server;
 pub mod snapshot;
 pub mod store;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use config::{Config, Limits};
 pub use engine::Engine;

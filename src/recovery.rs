@@ -11,8 +11,6 @@ use crate::store::{Apply, Entries};
 /// What recovery would load.
 #[derive(Debug)]
 pub struct Recovery {
-    /// The snapshot slots found (all of them decoded with [`Depth::Every`]).
-    pub slots: Scan,
     /// The image loaded: its file and length on disk, and what it holds.
     pub image: Option<Loaded>,
     /// The map after the log.
@@ -131,7 +129,6 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
     }
     let replayed_bytes = log.bytes_after;
     Ok(Recovery {
-        slots,
         image: loaded,
         entries,
         seq,

@@ -4,8 +4,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::Mutex;
 
 /// One segment file, appended to by the writer and flushed by it or by the flusher thread.
 pub trait SegmentFile: Send + Sync + std::fmt::Debug {
@@ -72,6 +76,7 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+#[cfg(test)]
 /// A simulated disk for power-loss tests: every file keeps what was flushed apart from what
 /// was only written, and [`SimDisk::crash`] decides what of the unflushed part survives.
 #[derive(Debug, Default, Clone)]
@@ -80,45 +85,35 @@ pub struct SimDisk {
 }
 
 /// Every file of a [`SimDisk`], by path, in the order made.
+#[cfg(test)]
 type SimFiles = Vec<(PathBuf, Arc<SimFile>)>;
 
 /// A file of a [`SimDisk`].
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct SimFile {
     state: Mutex<SimState>,
 }
 
+#[cfg(test)]
 #[derive(Debug, Default)]
 struct SimState {
     /// Bytes that survive any crash.
     durable: Vec<u8>,
     /// Bytes written after the last flush.
     pending: Vec<u8>,
-    /// Fail every later append or sync with this error kind (a full disk).
-    fail: bool,
 }
 
+#[cfg(test)]
 impl SegmentFile for SimFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         let mut s = self.state.lock().expect("sim file lock");
-        if s.fail {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "simulated full disk",
-            ));
-        }
         s.pending.extend_from_slice(buf);
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
         let mut s = self.state.lock().expect("sim file lock");
-        if s.fail {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "simulated full disk",
-            ));
-        }
         let pending = std::mem::take(&mut s.pending);
         s.durable.extend_from_slice(&pending);
         Ok(())
@@ -138,6 +133,7 @@ impl SegmentFile for SimFile {
     }
 }
 
+#[cfg(test)]
 impl Storage for SimDisk {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn SegmentFile>> {
         let file = Arc::new(SimFile::default());
@@ -158,14 +154,8 @@ impl Storage for SimDisk {
     }
 }
 
+#[cfg(test)]
 impl SimDisk {
-    /// Makes every later append and sync fail, as a full disk would.
-    pub fn fill(&self) {
-        for (_, f) in self.files.lock().expect("sim disk lock").iter() {
-            f.state.lock().expect("sim file lock").fail = true;
-        }
-    }
-
     /// What each file holds after a power loss: its flushed bytes plus the first `keep(len)`
     /// bytes of what was only written (0: all lost; `len`: all kept; in between: torn).
     pub fn crash(&self, mut keep: impl FnMut(usize) -> usize) -> Vec<(PathBuf, Vec<u8>)> {
