@@ -34,6 +34,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 BATCH=${BATCH:-10000}               # keys per preload request
 SEED=${SEED:-20260101}              # math.randomseed of the wrk script
 KEEP=${KEEP:-}                      # a directory to copy every raw wrk output and log into
+# BIN: a twinkv binary to measure instead of building this tree's (see below)
 HOST=127.0.0.1
 
 # summarize RESULTS RSS SNAPSHOTS: the table of medians and the targets, from the raw rows.
@@ -159,9 +160,12 @@ if ! command -v wrk >/dev/null; then
   apt-get update && apt-get install -y wrk
 fi
 
-echo "building the release binary" >&2
-(cd "$root" && cargo build --release --quiet)
-bin="${CARGO_TARGET_DIR:-$root/target}/release/twinkv"
+# BIN=/path/to/twinkv measures another build (an older commit's, for a before/after).
+if [ -z "${BIN:-}" ]; then
+  echo "building the release binary" >&2
+  (cd "$root" && cargo build --release --quiet)
+fi
+bin="${BIN:-${CARGO_TARGET_DIR:-$root/target}/release/twinkv}"
 [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/twinkv-http.XXXXXX")
