@@ -10,14 +10,17 @@
 //!   log that does not reach back to the snapshot's position) makes the server refuse to start,
 //!   exit 1, naming the file (and byte offset), with nothing in the data dir changed, and
 //!   `inspect` exits 1 and names the same place;
-//! - checkpoints keep the segments back to the older slot's position.
+//! - a crash between any two steps of a checkpoint recovers exactly, and the segments kept are
+//!   those back to the older slot's position;
+//! - every line of every segment is a JSON object `jq` reads, and `inspect --dump` of a live
+//!   server's dir is its state.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::util::{inspect, num, temp_dir, Entries, Server};
 
@@ -791,4 +794,440 @@ fn a_log_that_does_not_reach_back_to_the_snapshot_is_refused() {
             ]
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A crash between the steps of a checkpoint
+
+/// `n` puts under `prefix`, one record each (writes are sent one at a time), and between them
+/// a compare-and-set of the key put before (every third) and a delete of the key put three
+/// before (every fourth).
+fn writes(s: &Server, prefix: &str, n: usize) {
+    for i in 0..n {
+        let r = s.put_text(&format!("{prefix}/{i}"), &format!("{prefix} {i}"));
+        assert_eq!(r.status, 201, "{}", r.text());
+        if i % 3 == 2 {
+            let earlier = format!("{prefix}/{}", i - 1);
+            let v = version(s, &earlier);
+            let r = s.request(
+                "PUT",
+                &format!("/kv/{earlier}"),
+                &[("If-Match", &format!("\"{v}\""))],
+                Some(format!("{prefix} {i} replaced").as_bytes()),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        if i % 4 == 3 {
+            assert_eq!(s.delete(&format!("{prefix}/{}", i - 3)).status, 204);
+        }
+    }
+}
+
+/// The version of `key`, from the `ETag` of a read.
+fn version(s: &Server, key: &str) -> u64 {
+    let r = s.get(&format!("/kv/{key}"));
+    assert_eq!(r.status, 200, "{key}: {}", r.text());
+    let tag = r.header("ETag").expect("an ETag");
+    tag.trim_matches('"').parse().expect("a numeric ETag")
+}
+
+/// The `files` entry of an inspect report for the slot `name`.
+fn slot_entry<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no files array in {report}"))
+        .iter()
+        .find(|f| {
+            f["path"]
+                .as_str()
+                .is_some_and(|p| Path::new(p).file_name().is_some_and(|n| n == name))
+        })
+        .unwrap_or_else(|| panic!("{name} is not reported in {report}"))
+}
+
+/// Changes the middle byte of the run of `x`s in `path`'s image (of `len` bytes): a damage
+/// only the image's checksum can see.
+fn change_image_byte(path: &Path, len: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    let image = &bytes[..len as usize];
+    let start = image
+        .windows(100)
+        .position(|w| w.iter().all(|&b| b == b'x'))
+        .expect("a run of x in the image");
+    let run = image[start..].iter().take_while(|&&b| b == b'x').count();
+    bytes[start + run / 2] = b'y';
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn an_image_torn_before_its_flush_recovers_from_the_older_slot_and_the_log() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(s.put_text("blob", &"x".repeat(3000)).status, 201);
+    writes(&s, "w1", 6);
+    let older = s.snapshot_now();
+    writes(&s, "w2", 9);
+    let newer = s.snapshot_now();
+    writes(&s, "w3", 9);
+    let want = state(&s);
+    s.kill();
+    let slot = |v: &Value| {
+        Path::new(v["file"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (older_slot, newer_slot) = (slot(&older), slot(&newer));
+    assert_ne!(older_slot, newer_slot);
+    let len = num(&newer, "bytes");
+    type Tear = fn(&Path, u64);
+    let tears: [(&str, Tear); 3] = [
+        ("cut to half its image", |p, len| {
+            let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(len / 2).unwrap();
+        }),
+        (
+            "the second half of its image never written (zeros)",
+            |p, len| {
+                let mut bytes = fs::read(p).unwrap();
+                bytes[len as usize / 2..len as usize].fill(0);
+                fs::write(p, bytes).unwrap();
+            },
+        ),
+        ("one byte of its image not yet written", change_image_byte),
+    ];
+    for (what, tear) in tears {
+        let copy = clone_dir(dir.path());
+        let newer_path = copy.path().join(&newer_slot);
+        tear(&newer_path, len);
+        let (code, report) = inspect_json(copy.path());
+        assert_eq!(code, 0, "{what}: {report}");
+        assert_eq!(
+            slot_entry(&report, &newer_slot)["valid"],
+            false,
+            "{what}: {report}"
+        );
+        let older_path = shown(&copy.path().join(&older_slot));
+        assert_eq!(
+            report["recovers_from"],
+            json!(older_path),
+            "{what}: {report}"
+        );
+        assert_eq!(report["recovers_to_seq"], want.seq, "{what}: {report}");
+
+        let s = Server::start(copy.path(), &SMALL_SEGMENTS);
+        assert_eq!(state(&s), want, "{what}: not the older slot plus the log");
+        let replayed = want.seq - num(&older, "snapshot_seq");
+        let said = s.stdout.lock().unwrap().join("\n");
+        assert!(
+            said.contains(&format!("recovered {older_path} + {replayed} log records")),
+            "{what}: {said}"
+        );
+        s.kill();
+    }
+}
+
+#[test]
+fn segments_a_checkpoint_had_not_yet_deleted_are_skipped_then_deleted() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    // Every segment as it stood before each checkpoint.
+    let mut saved: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    let mut save = |dir: &Path| {
+        for seg in segments(dir) {
+            saved.insert(seg.file_name().unwrap().into(), fs::read(&seg).unwrap());
+        }
+    };
+    writes(&s, "w1", 8);
+    save(dir.path());
+    let older = num(&s.snapshot_now(), "log_index");
+    await_log(dir.path(), "the first checkpoint", |d| {
+        kept_back_to(d, older)
+    });
+    writes(&s, "w2", 8);
+    save(dir.path());
+    let newer = s.snapshot_now();
+    await_log(dir.path(), "the second checkpoint", |d| {
+        kept_back_to(d, older)
+    });
+    writes(&s, "w3", 3);
+    let want = state(&s);
+    s.kill();
+
+    // The checkpoints' last step undone: every segment they deleted is back.
+    let now: Vec<PathBuf> = segments(dir.path())
+        .iter()
+        .map(|p| p.file_name().unwrap().into())
+        .collect();
+    let restored: Vec<&PathBuf> = saved.keys().filter(|n| !now.contains(n)).collect();
+    assert!(
+        !restored.is_empty(),
+        "the checkpoints deleted nothing: {now:?}"
+    );
+    for name in &restored {
+        fs::write(dir.path().join("log").join(name), &saved[*name]).unwrap();
+    }
+    let spans = spans(dir.path());
+    assert_eq!(spans[0].1, 1, "the whole log is back: {spans:?}");
+
+    let (code, report) = inspect_json(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["recovers_from"], newer["file"], "{report}");
+    assert_eq!(report["recovers_to_seq"], want.seq, "{report}");
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(state(&s), want, "records the image holds were not skipped");
+    let replayed = want.seq - num(&newer, "snapshot_seq");
+    let said = s.stdout.lock().unwrap().join("\n");
+    assert!(
+        said.contains(&format!("+ {replayed} log records")),
+        "only the records after the image are replayed: {said}"
+    );
+
+    // The next checkpoint deletes what both slots cover, the restored segments with it.
+    assert_eq!(s.put_text("last", "one").status, 201);
+    let want = state(&s);
+    let third = s.snapshot_now();
+    assert_ne!(third["file"], newer["file"]);
+    let older = num(&newer, "log_index");
+    await_log(dir.path(), "the next checkpoint", |d| {
+        kept_back_to(d, older)
+    });
+    for name in &restored {
+        assert!(
+            !dir.path().join("log").join(name).exists(),
+            "{} was not deleted",
+            name.display()
+        );
+    }
+    s.kill();
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(state(&s), want);
+    s.kill();
+}
+
+#[test]
+fn checkpoints_delete_segments_both_slots_cover_and_keep_the_rest() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(s.put_text("blob", &"x".repeat(2000)).status, 201);
+    let mut images = Vec::new();
+    let mut firsts = Vec::new();
+    for (n, prefix) in ["w1", "w2", "w3"].into_iter().enumerate() {
+        writes(&s, prefix, 10);
+        images.push(s.snapshot_now());
+        // The first checkpoint (no older slot) keeps what follows its own image; each later one
+        // what follows the image before it.
+        let older = num(&images[n.saturating_sub(1)], "log_index");
+        await_log(dir.path(), prefix, |d| kept_back_to(d, older));
+        firsts.push(spans(dir.path())[0].1);
+    }
+    writes(&s, "w4", 5);
+    let want = state(&s);
+    let indexes: Vec<u64> = images.iter().map(|i| num(i, "log_index")).collect();
+    assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+    assert!(
+        firsts[0] > 1,
+        "the first checkpoint deleted nothing: {firsts:?}"
+    );
+    assert!(
+        firsts[2] > indexes[0] + 1,
+        "the third checkpoint kept what only the first image needed: {firsts:?} {indexes:?}"
+    );
+    s.kill();
+
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(state(&s), want);
+    s.kill();
+    // What is kept is enough for either slot: with the newest image hidden, the older one and
+    // the log recover the same state.
+    let (older, newest) = (&images[1], &images[2]);
+    assert_ne!(older["file"], newest["file"]);
+    change_image_byte(
+        Path::new(newest["file"].as_str().unwrap()),
+        num(newest, "bytes"),
+    );
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(state(&s), want, "the older slot plus the kept log");
+    assert_eq!(s.snapshot_status()["file"], older["file"]);
+    s.kill();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What jq and inspect read
+
+#[test]
+fn every_log_line_is_a_json_object_and_inspect_dump_is_the_live_state() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &["--log-segment-bytes", "400"]);
+    assert_eq!(s.put_text("early", "in the image").status, 201);
+    s.snapshot_now();
+    let obj = json!({
+        "nested": {"list": [1, 2.5, -3e-7, null, true]},
+        "unicode": "é ✓ 🦀",
+        "escapes": "quote \" backslash \\ tab \t newline \n",
+    });
+    assert_eq!(s.put_json("obj", &obj).status, 201);
+    let text = "line one\nline \"two\"\t🦀";
+    assert_eq!(s.put_text("text", text).status, 201);
+    assert_eq!(s.put_json("null", &Value::Null).status, 201);
+    assert_eq!(s.put_json("num", &json!(0.1)).status, 201);
+    let r = s.request("PUT", "/kv/once", &[("If-None-Match", "*")], Some(b"1"));
+    assert_eq!(r.status, 201);
+    let v = version(&s, "text");
+    let r = s.request(
+        "PUT",
+        "/kv/text",
+        &[("If-Match", &format!("\"{v}\""))],
+        Some(text.as_bytes()),
+    );
+    assert_eq!(r.status, 200);
+    let r = s.request(
+        "POST",
+        "/kv/form",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(b"value=a+b%26c"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        s.put_text(&crate::util::encode("dir/ключ"), "slash").status,
+        201
+    );
+    let r = s.batch(&json!({"put": {"b/1": 1, "b/2": {"x": []}}, "delete": ["null", "absent"]}));
+    assert_eq!(r.status, 200);
+    let v = version(&s, "num");
+    let r = s.request(
+        "DELETE",
+        "/kv/num",
+        &[("If-Match", &format!("\"{v}\""))],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    for i in 0..8 {
+        assert_eq!(
+            s.put_json(&format!("more/{i}"), &json!({"i": i})).status,
+            201
+        );
+    }
+    let live = state(&s);
+
+    // Every line of every segment, as jq reads it.
+    let mut records = Vec::new();
+    let mut next: Option<u64> = None;
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    for seg in &segs {
+        let bytes = fs::read(seg).unwrap();
+        assert!(
+            bytes.ends_with(b"\n"),
+            "{} does not end a line",
+            seg.display()
+        );
+        for (n, (offset, line)) in lines(seg).into_iter().enumerate() {
+            let place = format!("{} line {n} (byte {offset})", seg.display());
+            let doc = record(&line);
+            let fields: Vec<&str> = doc
+                .as_object()
+                .unwrap_or_else(|| panic!("{place}: not an object"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(fields, ["index", "seq", "writes", "crc32c"], "{place}");
+            let index = num(&doc, "index");
+            if n == 0 {
+                assert_eq!(
+                    Some(index),
+                    first_index(seg),
+                    "{place}: not the segment's name"
+                );
+            }
+            if let Some(want) = next {
+                assert_eq!(index, want, "{place}");
+            }
+            next = Some(index + 1);
+            let writes = doc["writes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{place}"));
+            assert!(!writes.is_empty(), "{place}");
+            let crc = doc["crc32c"].as_str().unwrap_or_else(|| panic!("{place}"));
+            assert!(
+                crc.len() == 8 && crc.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{place}: {crc}"
+            );
+            let text = std::str::from_utf8(&line).unwrap();
+            let body = &text[..text.rfind(",\"crc32c\"").unwrap()];
+            assert_eq!(
+                format!("{:08x}", crc32c::crc32c(body.as_bytes())),
+                crc,
+                "{place}: the checksum is not over the bytes before it"
+            );
+            records.push(doc);
+        }
+    }
+    let seqs: Vec<u64> = records.iter().map(|r| num(r, "seq")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(seqs.last(), Some(&live.seq));
+    // The writes as the client sent them, with their preconditions.
+    let write_of = |key: &str| -> Vec<&Value> {
+        records
+            .iter()
+            .flat_map(|r| r["writes"].as_array().unwrap())
+            .filter(|w| w["put"] == key || w["delete"] == key)
+            .collect()
+    };
+    assert_eq!(write_of("obj")[0]["value"], obj);
+    let texts = write_of("text");
+    assert_eq!(texts[0]["value"], text);
+    assert_eq!(texts[1]["if_match"], json!([write_seq(&records, "text")]));
+    assert_eq!(write_of("once")[0]["if_none_match"], "*");
+    assert_eq!(write_of("form")[0]["value"], "a b&c");
+    assert_eq!(write_of("dir/ключ")[0]["value"], "slash");
+    assert_eq!(
+        write_of("num")[1]["if_match"],
+        json!([write_seq(&records, "num")])
+    );
+    let batch = records
+        .iter()
+        .flat_map(|r| r["writes"].as_array().unwrap())
+        .find(|w| w.get("batch").is_some())
+        .expect("the batch");
+    assert_eq!(
+        batch["batch"],
+        json!({"put": {"b/1": 1, "b/2": {"x": []}}, "delete": ["null", "absent"]})
+    );
+
+    // inspect --dump beside the running server: the image plus the log after it.
+    let (code, out, err) = inspect(&["--dump", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let dumped: Map<String, Value> = serde_json::from_str(&out).expect("the dump is JSON");
+    let values: Map<String, Value> = live
+        .entries
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(dumped, values);
+    let image = s.snapshot_status();
+    assert_eq!(
+        num(&image, "keys"),
+        1,
+        "the dump holds more than the image: {image}"
+    );
+    assert_eq!(state(&s), live, "inspect disturbed the server");
+    assert_eq!(s.terminate().code(), Some(0));
+}
+
+/// The seq of the first record that puts `key`.
+fn write_seq(records: &[Value], key: &str) -> u64 {
+    records
+        .iter()
+        .find(|r| {
+            r["writes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["put"] == key)
+        })
+        .map(|r| num(r, "seq"))
+        .unwrap_or_else(|| panic!("no record puts {key}"))
 }
