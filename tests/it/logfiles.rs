@@ -1054,6 +1054,61 @@ fn checkpoints_delete_segments_both_slots_cover_and_keep_the_rest() {
     s.kill();
 }
 
+#[test]
+fn an_image_ahead_of_the_end_of_the_log_starts_and_keeps_starting() {
+    // In `async` an image may be flushed before the log records it holds are: after a power loss
+    // the log can end before the image's position (its last records lost or torn, its last
+    // segment empty). The image holds everything; the log must go on from it.
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &SMALL_SEGMENTS);
+    writes(&s, "w", 7);
+    let image = s.snapshot_now();
+    let index = num(&image, "log_index");
+    await_log(dir.path(), "the checkpoint", |d| kept_back_to(d, index));
+    let want = state(&s);
+    s.kill();
+    type Loss = fn(&Path);
+    let losses: [(&str, Loss); 3] = [
+        ("the last record lost", |seg| {
+            let n = lines(seg).len();
+            replace_line(seg, n - 1, None);
+        }),
+        ("the last record torn", |seg| {
+            let (offset, line) = lines(seg).pop().unwrap();
+            let f = fs::OpenOptions::new().write(true).open(seg).unwrap();
+            f.set_len((offset + line.len() / 2) as u64).unwrap();
+        }),
+        ("the last segment empty", |seg| fs::write(seg, b"").unwrap()),
+    ];
+    for (what, lose) in losses {
+        let copy = clone_dir(dir.path());
+        lose(&segments(copy.path()).pop().unwrap());
+        let (code, report) = inspect_json(copy.path());
+        assert_eq!(code, 0, "{what}: {report}");
+        assert_eq!(report["recovers_to_seq"], want.seq, "{what}: {report}");
+
+        let s = Server::start(copy.path(), &SMALL_SEGMENTS);
+        assert_eq!(state(&s), want, "{what}: not the image's state");
+        let r = s.put_text("after", "the loss");
+        assert_eq!(num(&r.json(), "version"), want.seq + 1, "{what}");
+        let next = state(&s);
+        s.kill();
+        // The record after the image follows on from it, at the next start too.
+        let (code, report) = inspect_json(copy.path());
+        assert_eq!(code, 0, "{what}: {report}");
+        assert_eq!(report["recovers_to_seq"], next.seq, "{what}: {report}");
+        let s = Server::try_start(copy.path(), &SMALL_SEGMENTS)
+            .unwrap_or_else(|(_, err)| panic!("{what}: the second start refused: {err}"));
+        assert_eq!(state(&s), next, "{what}");
+        writes(&s, "more", 6);
+        let last = state(&s);
+        assert_eq!(s.terminate().code(), Some(0));
+        let s = Server::start(copy.path(), &SMALL_SEGMENTS);
+        assert_eq!(state(&s), last, "{what}");
+        s.kill();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // What jq and inspect read
 
