@@ -213,13 +213,35 @@ impl Engine {
             }
             None => None,
         };
-        let last_segment = rec.log.segments.last();
+        let mut last_segment = rec.log.segments.last();
+        // The index the last segment's next record would have. It is behind the next index when
+        // the image holds records the log lost: in `async` an image can be flushed before the
+        // records it holds are, and a power loss then cuts the log short of it. Every segment
+        // then holds only records the image has; appending to the last would leave a gap that
+        // the next start refuses, so they are deleted (front first, so a crash midway leaves a
+        // log without a gap) and the log starts anew after the image.
+        let log_next = last_segment.map(|s| s.last_index.map_or(s.first_index, |i| i + 1));
+        if log_next.is_some_and(|n| n <= rec.log_index) {
+            for s in &rec.log.segments {
+                fs::remove_file(&s.path).map_err(|source| EngineError::DataDir {
+                    path: s.path.clone(),
+                    source,
+                })?;
+            }
+            tracing::warn!(
+                log_end = log_next.map(|n| n - 1),
+                image = rec.log_index,
+                "the log ends before the snapshot's position (lost in a power loss); \
+                 deleted its segments, which the snapshot holds"
+            );
+            last_segment = None;
+        }
         let start = crate::log::Start {
             segment: last_segment.map(|s| s.first_index),
-            segment_len: match (&torn, last_segment) {
-                (Some((t, _)), _) => t.offset,
-                (None, Some(s)) => s.bytes,
-                (None, None) => 0,
+            segment_len: match (last_segment, &torn) {
+                (None, _) => 0,
+                (Some(_), Some((t, _))) => t.offset,
+                (Some(s), None) => s.bytes,
             },
             next_index: rec.log_index + 1,
             seq: rec.seq,

@@ -16,6 +16,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod inprocess;
+mod logfiles;
 mod model;
 mod outside;
 mod recovery;

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
-use twinkv::engine::Settings;
+use twinkv::engine::{EngineError, Settings};
 use twinkv::store::{Conditions, ETags, Expiry, PendingValue, WriteError};
 use twinkv::{Durability, Engine};
 
@@ -96,7 +96,18 @@ fn open(dir: &std::path::Path, durability: Durability) -> Engine {
         segment_bytes: 300,
         ..Settings::new(durability)
     };
-    Engine::open(dir, &settings).expect("engine opens")
+    // A child process another test spawns (a server, `inspect`) starts as a copy of this one,
+    // open files included, until it execs: forked while a closed engine's lock file was still
+    // open here, it holds that lock for a moment after the close. Retry, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Engine::open(dir, &settings) {
+            Err(EngineError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened.expect("engine opens"),
+        }
+    }
 }
 
 fn check(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
