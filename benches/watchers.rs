@@ -14,7 +14,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.len() < 4 {
         // `cargo bench` with no arguments runs every bench: nothing to do here.
         eprintln!("usage: watchers ADDR N PREFIX SECONDS");

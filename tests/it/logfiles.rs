@@ -631,7 +631,12 @@ fn a_changed_byte_in_an_earlier_record_is_refused_naming_file_and_offset() {
         ("a checksum digit", 2, "\"crc32c\":\""),
     ] {
         assert_damage_refused(made.path(), what, |segs| {
-            let seg = segs.last().unwrap();
+            // The last segment with three records or more: line `n` has a valid one after it.
+            let seg = segs
+                .iter()
+                .rev()
+                .find(|s| lines(s).len() >= 3)
+                .expect("a segment of three records");
             let (_, line) = lines(seg)[n].clone();
             let text = std::str::from_utf8(&line).unwrap();
             let at = text.find(pick).unwrap() + pick.len();
@@ -733,20 +738,27 @@ fn a_log_that_does_not_reach_back_to_the_snapshot_is_refused() {
     }
     s.kill();
     let spans = spans(dir.path());
-    // The records right after the image are in the first segment kept, and later ones follow.
-    let (first, starts, _) = spans[0].clone();
+    // The records right after the image are in a segment kept (the first, or one after
+    // segments that hold only records the image has), and later ones follow.
+    let (_, starts, _) = spans[0].clone();
     assert!(
         starts <= image_index + 1,
         "{spans:?} vs image {image_index}"
     );
-    assert!(spans.len() >= 3, "{spans:?}");
+    let holder = spans
+        .iter()
+        .rposition(|(_, s, _)| *s <= image_index + 1)
+        .expect("a segment holds the record after the image");
+    assert!(spans.len() >= holder + 3, "{spans:?}");
     let slot = PathBuf::from(image["file"].as_str().unwrap());
 
-    // Without that segment the log starts past the image's position: the first record left
-    // is named, with what it follows.
+    // Without the segments up to that one the log starts past the image's position: the
+    // first record left is named, with what it follows.
     let copy = clone_dir(dir.path());
-    fs::remove_file(copy.path().join("log").join(first.file_name().unwrap())).unwrap();
-    let (second, starts, _) = spans[1].clone();
+    for (seg, _, _) in &spans[..=holder] {
+        fs::remove_file(copy.path().join("log").join(seg.file_name().unwrap())).unwrap();
+    }
+    let (second, starts, _) = spans[holder + 1].clone();
     assert_refused(
         copy.path(),
         &[],
@@ -1188,7 +1200,11 @@ fn every_log_line_is_a_json_object_and_inspect_dump_is_the_live_state() {
                 .keys()
                 .map(String::as_str)
                 .collect();
-            assert_eq!(fields, ["index", "seq", "writes", "crc32c"], "{place}");
+            assert_eq!(
+                fields,
+                ["index", "seq", "now", "writes", "crc32c"],
+                "{place}"
+            );
             let index = num(&doc, "index");
             if n == 0 {
                 assert_eq!(
