@@ -17,6 +17,7 @@ mod faults;
 mod hostile;
 mod inprocess;
 mod model;
+mod openapi;
 mod outside;
 mod recovery;
 mod semantics;
