@@ -202,7 +202,26 @@ async fn not_allowed(allow: &'static str) -> Result<(), ApiError> {
 /// of large header buffers nginx allows; actix's own ceiling is its 128 KiB read buffer.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Refuses oversized heads, authenticates (when a token is set) and counts every request by method and status.
+/// The `Cache-Control` of every answer to `path`, unless its handler set one.
+///
+/// Without one, a cache may store a `200` (or a `404`, `405`) and reuse it for as long as its
+/// own heuristic says (RFC 9111 §4.2.2), so a key written since would be read stale (REDbot:
+/// "allows caches to assign their own freshness lifetimes"). A key changes under the same URL,
+/// as the document does on an upgrade, and both carry an `ETag`: `no-cache` lets a cache keep
+/// them only to revalidate, which costs a 304. Everything else has no validator, so a cache
+/// that kept it would have to fetch it whole anyway (REDbot: "cannot be served from cache
+/// without validation, and doesn't have a validator"): listings, `/health`, `/metrics` and
+/// `/snapshot` (the live state), 401s and unknown routes get `no-store`.
+fn cache_control(path: &str) -> header::HeaderValue {
+    if path.starts_with("/kv/") || path == "/openapi.json" {
+        header::HeaderValue::from_static("no-cache")
+    } else {
+        header::HeaderValue::from_static("no-store")
+    }
+}
+
+/// Refuses oversized heads, authenticates (when a token is set), sets the cache policy and
+/// counts every request by method and status.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -213,16 +232,18 @@ pub async fn observe(
         .clone();
     let method = req.method().clone();
     let started = std::time::Instant::now();
+    let cache = cache_control(req.path());
     let head: usize = req
         .headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if head > MAX_HEAD_BYTES {
-        let res = ApiError::HeadersTooLarge(format!(
+        let mut res = ApiError::HeadersTooLarge(format!(
             "the request headers total {head} bytes; the limit is {MAX_HEAD_BYTES}"
         ))
         .error_response();
+        res.headers_mut().insert(header::CACHE_CONTROL, cache);
         state
             .metrics
             .record_request(method.as_str(), res.status().as_u16(), started.elapsed());
@@ -233,7 +254,8 @@ pub async fn observe(
         let open = matches!(req.path(), "/health" | "/openapi.json")
             && (method == Method::GET || method == Method::HEAD);
         if !open && !bearer_matches(req.headers().get(header::AUTHORIZATION), token) {
-            let res = ApiError::Unauthorized.error_response();
+            let mut res = ApiError::Unauthorized.error_response();
+            res.headers_mut().insert(header::CACHE_CONTROL, cache);
             state
                 .metrics
                 .record_request(method.as_str(), res.status().as_u16(), started.elapsed());
@@ -242,6 +264,11 @@ pub async fn observe(
     }
     let kv = req.path() == "/kv" || req.path().starts_with("/kv/");
     let mut res = next.call(req).await;
+    if let Ok(r) = &mut res {
+        if !r.headers().contains_key(header::CACHE_CONTROL) {
+            r.headers_mut().insert(header::CACHE_CONTROL, cache);
+        }
+    }
     if let (true, Ok(r)) = (kv, &mut res) {
         // Handlers set the exact seq where they know it; any other `/kv` answer (a bad key, a
         // refused write) carries the seq of the state it was refused against.

@@ -17,15 +17,42 @@
 //! reads' `wait`/`index`, cluster mode's `consistency`); `.ci/schemathesis_hooks.py` leaves
 //! everything so marked out of the schemathesis run.
 
-use actix_web::HttpResponse;
+use std::sync::OnceLock;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
 
 /// The document, as served.
 pub(crate) const DOCUMENT: &str = include_str!("openapi.json");
 
-/// `GET` and `HEAD /openapi.json`.
-pub async fn document() -> HttpResponse {
+/// The document's strong `ETag`, from its checksum: it changes only with the build.
+fn etag() -> &'static str {
+    static ETAG: OnceLock<String> = OnceLock::new();
+    ETAG.get_or_init(|| format!("\"{:08x}\"", crc32c::crc32c(DOCUMENT.as_bytes())))
+}
+
+/// Whether `If-None-Match` names the document's tag (weak comparison, RFC 9110 §13.1.2) or is
+/// `*`.
+fn not_modified(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag())
+}
+
+/// `GET` and `HEAD /openapi.json`, with an `ETag`, so a tool's cache revalidates with a 304
+/// (`observe` sends `Cache-Control: no-cache`).
+pub async fn document(req: HttpRequest) -> HttpResponse {
+    if not_modified(&req) {
+        return HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag()))
+            .finish();
+    }
     HttpResponse::Ok()
         .content_type("application/json")
+        .insert_header((header::ETAG, etag()))
         .body(DOCUMENT)
 }
 

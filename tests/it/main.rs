@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod faults;
 mod hostile;
+mod hygiene;
 mod inprocess;
 mod model;
 mod openapi;
