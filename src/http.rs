@@ -8,6 +8,7 @@ mod admin;
 pub(crate) mod decode;
 mod error;
 pub(crate) mod kv;
+mod openapi;
 mod watch;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, ResponseError};
+use actix_web::{web, HttpRequest, Resource, ResponseError};
 
 pub use error::ApiError;
 
@@ -58,7 +59,8 @@ pub struct AppState {
     pub watch_progress: std::time::Duration,
     /// Request size limits.
     pub limits: Limits,
-    /// The bearer token every request but `GET /health` must carry, if set.
+    /// The bearer token every request but `GET /health` and `GET /openapi.json` must carry, if
+    /// set.
     pub auth_token: Option<String>,
     /// The durability mode, reported by `/health`.
     pub durability: Durability,
@@ -90,46 +92,104 @@ impl AppState {
     }
 }
 
-/// Registers every route. The server and in-process tests share it.
+/// One path the router answers: the methods it takes, and how [`configure`] registers it.
+///
+/// [`ROUTES`] is the router's one list: `configure` registers exactly its entries, and the
+/// OpenAPI test (`openapi.rs`) compares it with the document and probes every entry with every
+/// method in-process, so a route added here without being documented, or documented without
+/// being routed, fails `cargo test`.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The path as the OpenAPI document writes it (`{key}` for a path parameter).
+    pub(crate) path: &'static str,
+    /// The methods it answers, as a 405 lists them in `Allow`.
+    pub(crate) allow: &'static str,
+    /// Adds the handlers to the resource; `None` for `/kv/{key}`, which `key_or_not_found`
+    /// serves by prefix.
+    handlers: Option<fn(Resource) -> Resource>,
+}
+
+/// `/kv/{key}`, served by [`key_or_not_found`].
+const KEY_ROUTE: Route = Route {
+    path: "/kv/{key}",
+    allow: "GET, HEAD, PUT, POST, DELETE",
+    handlers: None,
+};
+
+/// Every route, in the order `configure` registers them.
 ///
 /// Every route that answers GET answers HEAD too, with the same handler (RFC 9110 §9.1): actix
 /// sends a HEAD answer's headers, `Content-Length` included, and drops its body.
+pub(crate) const ROUTES: &[Route] = &[
+    Route {
+        path: "/kv",
+        allow: "GET, HEAD, POST",
+        handlers: Some(|r| {
+            r.route(web::get().to(kv::list))
+                .route(web::head().to(kv::list))
+                .route(web::post().to(kv::batch))
+        }),
+    },
+    Route {
+        path: "/health",
+        allow: "GET, HEAD",
+        handlers: Some(|r| {
+            r.route(web::get().to(admin::health))
+                .route(web::head().to(admin::health))
+        }),
+    },
+    Route {
+        path: "/metrics",
+        allow: "GET, HEAD",
+        handlers: Some(|r| {
+            r.route(web::get().to(admin::metrics))
+                .route(web::head().to(admin::metrics))
+        }),
+    },
+    Route {
+        path: "/snapshot",
+        allow: "GET, HEAD, POST",
+        handlers: Some(|r| {
+            r.route(web::get().to(admin::snapshot_status))
+                .route(web::head().to(admin::snapshot_status))
+                .route(web::post().to(admin::snapshot_now))
+        }),
+    },
+    Route {
+        path: "/watch",
+        allow: "GET, HEAD",
+        handlers: Some(|r| {
+            r.route(web::get().to(watch::watch))
+                .route(web::head().to(watch::watch))
+        }),
+    },
+    Route {
+        path: "/openapi.json",
+        allow: "GET, HEAD",
+        handlers: Some(|r| {
+            r.route(web::get().to(openapi::document))
+                .route(web::head().to(openapi::document))
+        }),
+    },
+    KEY_ROUTE,
+];
+
+/// Registers every route of [`ROUTES`], and nothing else. The server and in-process tests
+/// share it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/kv")
-            .route(web::get().to(kv::list))
-            .route(web::head().to(kv::list))
-            .route(web::post().to(kv::batch))
-            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
-    )
-    .service(
-        web::resource("/health")
-            .route(web::get().to(admin::health))
-            .route(web::head().to(admin::health))
-            .default_service(web::to(|| not_allowed("GET, HEAD"))),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(admin::metrics))
-            .route(web::head().to(admin::metrics))
-            .default_service(web::to(|| not_allowed("GET, HEAD"))),
-    )
-    .service(
-        web::resource("/snapshot")
-            .route(web::get().to(admin::snapshot_status))
-            .route(web::head().to(admin::snapshot_status))
-            .route(web::post().to(admin::snapshot_now))
-            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
-    )
-    .service(
-        web::resource("/watch")
-            .route(web::get().to(watch::watch))
-            .route(web::head().to(watch::watch))
-            .default_service(web::to(|| not_allowed("GET, HEAD"))),
-    )
+    for route in ROUTES {
+        let Some(handlers) = route.handlers else {
+            continue;
+        };
+        let allow = route.allow;
+        cfg.service(
+            handlers(web::resource(route.path))
+                .default_service(web::to(move || not_allowed(allow))),
+        );
+    }
     // `/kv/{key}` is matched here by prefix rather than as a resource: a resource with a tail
     // pattern is a regex match on every request (16% of a GET's server time in a profile).
-    .default_service(web::to(key_or_not_found));
+    cfg.default_service(web::to(key_or_not_found));
 }
 
 /// `/kv/{key}` by method, or 404 for any other path.
@@ -145,7 +205,7 @@ async fn key_or_not_found(
         Method::PUT => kv::put(req, payload).await,
         Method::POST => kv::post_form(req, payload).await,
         Method::DELETE => kv::delete(req).await,
-        _ => Err(ApiError::MethodNotAllowed("GET, HEAD, PUT, POST, DELETE")),
+        _ => Err(ApiError::MethodNotAllowed(KEY_ROUTE.allow)),
     }
 }
 
@@ -157,7 +217,26 @@ async fn not_allowed(allow: &'static str) -> Result<(), ApiError> {
 /// of large header buffers nginx allows; actix's own ceiling is its 128 KiB read buffer.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Refuses oversized heads, authenticates (when a token is set) and counts every request by method and status.
+/// The `Cache-Control` of every answer to `path`, unless its handler set one.
+///
+/// Without one, a cache may store a `200` (or a `404`, `405`) and reuse it for as long as its
+/// own heuristic says (RFC 9111 §4.2.2), so a key written since would be read stale (REDbot:
+/// "allows caches to assign their own freshness lifetimes"). A key changes under the same URL,
+/// as the document does on an upgrade, and both carry an `ETag`: `no-cache` lets a cache keep
+/// them only to revalidate, which costs a 304. Everything else has no validator, so a cache
+/// that kept it would have to fetch it whole anyway (REDbot: "cannot be served from cache
+/// without validation, and doesn't have a validator"): listings, `/health`, `/metrics` and
+/// `/snapshot` (the live state), 401s and unknown routes get `no-store`.
+fn cache_control(path: &str) -> header::HeaderValue {
+    if path.starts_with("/kv/") || path == "/openapi.json" {
+        header::HeaderValue::from_static("no-cache")
+    } else {
+        header::HeaderValue::from_static("no-store")
+    }
+}
+
+/// Refuses oversized heads, authenticates (when a token is set), sets the cache policy and
+/// counts every request by method and status.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -168,25 +247,30 @@ pub async fn observe(
         .clone();
     let method = req.method().clone();
     let started = std::time::Instant::now();
+    let cache = cache_control(req.path());
     let head: usize = req
         .headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if head > MAX_HEAD_BYTES {
-        let res = ApiError::HeadersTooLarge(format!(
+        let mut res = ApiError::HeadersTooLarge(format!(
             "the request headers total {head} bytes; the limit is {MAX_HEAD_BYTES}"
         ))
         .error_response();
+        res.headers_mut().insert(header::CACHE_CONTROL, cache);
         state
             .metrics
             .record_request(method.as_str(), res.status().as_u16(), started.elapsed());
         return Ok(req.into_response(res).map_into_right_body());
     }
     if let Some(token) = &state.auth_token {
-        let open = req.path() == "/health" && (method == Method::GET || method == Method::HEAD);
+        // `/health` for probes, `/openapi.json` for tools that read the document first.
+        let open = matches!(req.path(), "/health" | "/openapi.json")
+            && (method == Method::GET || method == Method::HEAD);
         if !open && !bearer_matches(req.headers().get(header::AUTHORIZATION), token) {
-            let res = ApiError::Unauthorized.error_response();
+            let mut res = ApiError::Unauthorized.error_response();
+            res.headers_mut().insert(header::CACHE_CONTROL, cache);
             state
                 .metrics
                 .record_request(method.as_str(), res.status().as_u16(), started.elapsed());
@@ -195,6 +279,11 @@ pub async fn observe(
     }
     let kv = req.path() == "/kv" || req.path().starts_with("/kv/");
     let mut res = next.call(req).await;
+    if let Ok(r) = &mut res {
+        if !r.headers().contains_key(header::CACHE_CONTROL) {
+            r.headers_mut().insert(header::CACHE_CONTROL, cache);
+        }
+    }
     if let (true, Ok(r)) = (kv, &mut res) {
         // Handlers set the exact seq where they know it; any other `/kv` answer (a bad key, a
         // refused write) carries the seq of the state it was refused against.
