@@ -113,6 +113,20 @@ pub async fn watch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         Format::Sse
     };
     let sub = subscribe(&req, filter, since)?;
+    let content_type = match format {
+        Format::Sse => "text/event-stream",
+        Format::Ndjson => "application/x-ndjson",
+    };
+    if req.method() == actix_web::http::Method::HEAD {
+        // The same checks and headers as GET, and no stream: an endless body on a HEAD
+        // connection would only confuse the client's next request.
+        drop(sub);
+        return Ok(HttpResponse::Ok()
+            .content_type(content_type)
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::VARY, "Accept"))
+            .finish());
+    }
     let st = state(&req);
     let body = Stream {
         sub,
@@ -121,10 +135,6 @@ pub async fn watch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         hub: Arc::clone(&st.hub),
         queued: VecDeque::from([hello(format, st.hub.seq())]),
         done: false,
-    };
-    let content_type = match format {
-        Format::Sse => "text/event-stream",
-        Format::Ndjson => "application/x-ndjson",
     };
     Ok(HttpResponse::Ok()
         .content_type(content_type)
