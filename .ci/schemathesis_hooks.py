@@ -11,8 +11,7 @@ ships, its markers go and schemathesis covers it with no change here.
 import schemathesis
 
 MARK = "x-twinkv-planned"
-# An endless stream (GET /watch) cannot be checked request by request; tests/it/watch.rs does.
-STREAMING = "x-twinkv-streaming"
+
 
 
 def _prune(node):
@@ -55,11 +54,7 @@ def before_load_schema(context, raw_schema):
     _drop_blocking_reads(raw_schema)
     _resolve_parameters(raw_schema)
     for item in raw_schema.get("paths", {}).values():
-        for method in [
-            m
-            for m, op in item.items()
-            if isinstance(op, dict) and (MARK in op or STREAMING in op)
-        ]:
+        for method in [m for m, op in item.items() if isinstance(op, dict) and MARK in op]:
             del item[method]
     raw_schema["paths"] = {p: item for p, item in raw_schema.get("paths", {}).items() if item}
     _prune(raw_schema.get("components", {}).get("schemas", {}))
