@@ -333,6 +333,17 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 const MAX_WAIT: Duration = Duration::from_secs(600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
+/// Checks a read's `consistency`. Standalone, every read is of the one copy, so both levels
+/// are the same; cluster mode is where they differ.
+pub(super) fn check_consistency(value: &str) -> Result<(), ApiError> {
+    match value {
+        "linearizable" | "stale" => Ok(()),
+        _ => Err(ApiError::BadRequest(
+            "consistency must be linearizable or stale".into(),
+        )),
+    }
+}
+
 /// The `wait` and `index` of a blocking read (`None`: an ordinary GET), and `consistency`.
 fn blocking(req: &HttpRequest) -> Result<Option<(Duration, u64)>, ApiError> {
     let (mut wait, mut index) = (None, None);
@@ -356,14 +367,7 @@ fn blocking(req: &HttpRequest) -> Result<Option<(Duration, u64)>, ApiError> {
                     ApiError::BadRequest("index must be a version: a whole number".into())
                 })?);
             }
-            "consistency" => match &*value {
-                "linearizable" | "stale" => {}
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "consistency must be linearizable or stale".into(),
-                    ))
-                }
-            },
+            "consistency" => check_consistency(&value)?,
             _ => {}
         }
     }

@@ -75,15 +75,7 @@ pub async fn watch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             "prefix" => prefix = Some(value.into_owned()),
             "key" => key = Some(value.into_owned()),
             "since" => since = Some(parse_since(&value, "since")?),
-            "consistency" => match &*value {
-                // Standalone, every read is of the one copy: both levels are the same.
-                "linearizable" | "stale" => {}
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "consistency must be linearizable or stale".into(),
-                    ))
-                }
-            },
+            "consistency" => super::kv::check_consistency(&value)?,
             _ => {}
         }
     }
