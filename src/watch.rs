@@ -12,7 +12,7 @@
 //! never slows the writer, the hub or the others. In `sync` the writer publishes only flushed
 //! writes, so watchers only ever see flushed writes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -205,8 +205,47 @@ struct State {
     /// The seq of the last batch seen.
     seq: u64,
     watchers: Vec<Watcher>,
+    /// The watchers (their place in `watchers`) by prefix and by key, so an event costs the
+    /// watchers it matches (one lookup per prefix of its key), not one check per watcher.
+    by_prefix: HashMap<String, Vec<usize>>,
+    by_key: HashMap<String, Vec<usize>>,
+    /// Batches since watchers whose clients went away were last swept out.
+    since_sweep: u32,
     /// Set at shutdown: no new subscription, every stream ended.
     closed: bool,
+}
+
+/// Watchers whose clients went away are swept out at least this often (in batches), and at
+/// every subscription.
+const SWEEP_EVERY: u32 = 256;
+
+impl State {
+    /// Rebuilds the indexes after `watchers` changed.
+    fn reindex(&mut self) {
+        self.by_prefix.clear();
+        self.by_key.clear();
+        for (i, w) in self.watchers.iter().enumerate() {
+            let (map, name) = match &w.filter {
+                Filter::Prefix(p) => (&mut self.by_prefix, p),
+                Filter::Key(k) => (&mut self.by_key, k),
+            };
+            map.entry(name.clone()).or_default().push(i);
+        }
+    }
+
+    /// Drops the watchers in `dead` (their places), or whose clients went away.
+    fn remove(&mut self, dead: &HashSet<usize>) {
+        let before = self.watchers.len();
+        let mut i = 0;
+        self.watchers.retain(|w| {
+            let keep = !dead.contains(&i) && !w.tx.is_closed();
+            i += 1;
+            keep
+        });
+        if self.watchers.len() != before {
+            self.reindex();
+        }
+    }
 }
 
 /// The hub, shared by HTTP workers (who subscribe) and its thread (which fans out).
@@ -257,11 +296,13 @@ impl Hub {
         }
         let (tx, live) = queue::channel(QUEUE_BATCHES);
         let cut_off = Arc::new(AtomicBool::new(false));
+        st.remove(&HashSet::new());
         st.watchers.push(Watcher {
             filter,
             tx,
             cut_off: Arc::clone(&cut_off),
         });
+        st.reindex();
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(Subscription {
             backlog,
@@ -294,6 +335,7 @@ impl Hub {
         let mut st = self.state.lock().expect("watch hub lock");
         st.closed = true;
         st.watchers.clear();
+        st.reindex();
     }
 
     /// Takes one published batch: events into the ring, then to each matching watcher.
@@ -315,28 +357,57 @@ impl Hub {
             }
             st.evicted_through = st.evicted_through.max(oldest);
         }
-        st.watchers.retain(|w| {
-            // Group this watcher's matching events by seq: one queue item per seq.
+        // Which events each watcher takes, found through the indexes.
+        let mut hits: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (n, e) in events.iter().enumerate() {
+            let key: &str = &e.key;
+            if !st.by_prefix.is_empty() {
+                for end in (0..=key.len()).filter(|&b| key.is_char_boundary(b)) {
+                    if let Some(ws) = st.by_prefix.get(&key[..end]) {
+                        for &w in ws {
+                            hits.entry(w).or_default().push(n);
+                        }
+                    }
+                }
+            }
+            if let Some(ws) = st.by_key.get(key) {
+                for &w in ws {
+                    hits.entry(w).or_default().push(n);
+                }
+            }
+        }
+        let mut dead = HashSet::new();
+        for (w, taken) in hits {
+            let watcher = &st.watchers[w];
+            // One queue item per seq: the changes of one batch travel together.
             let mut groups: Vec<Vec<Event>> = Vec::new();
-            for e in events.iter().filter(|e| w.filter.matches(&e.key)) {
+            for e in taken.into_iter().map(|n| &events[n]) {
                 match groups.last_mut() {
                     Some(g) if g[0].seq == e.seq => g.push(e.clone()),
                     _ => groups.push(vec![e.clone()]),
                 }
             }
             for g in groups {
-                match w.tx.try_send(g) {
+                match watcher.tx.try_send(g) {
                     Ok(()) => {}
                     Err(queue::error::TrySendError::Full(_)) => {
                         // Too slow: cut off, so it never slows anyone else.
-                        w.cut_off.store(true, Ordering::Relaxed);
-                        return false;
+                        watcher.cut_off.store(true, Ordering::Relaxed);
+                        dead.insert(w);
+                        break;
                     }
-                    Err(queue::error::TrySendError::Closed(_)) => return false,
+                    Err(queue::error::TrySendError::Closed(_)) => {
+                        dead.insert(w);
+                        break;
+                    }
                 }
             }
-            !w.tx.is_closed()
-        });
+        }
+        st.since_sweep += 1;
+        if !dead.is_empty() || st.since_sweep >= SWEEP_EVERY {
+            st.since_sweep = 0;
+            st.remove(&dead);
+        }
     }
 }
 
@@ -406,6 +477,9 @@ pub fn start(
             evicted_through: seq,
             seq,
             watchers: Vec::new(),
+            by_prefix: HashMap::new(),
+            by_key: HashMap::new(),
+            since_sweep: 0,
             closed: false,
         }),
         count: Arc::new(AtomicUsize::new(0)),
