@@ -380,8 +380,8 @@ fn blocking(req: &HttpRequest) -> Result<Option<(Duration, u64)>, ApiError> {
     }
 }
 
-/// Waits until `key` is no longer at version `index` (0: absent), or `wait` passes, or the
-/// server shuts down. A subscription from the seq of the state read misses no change.
+/// Waits until `key` is past version `index` (or deleted; with `index` 0, until it exists),
+/// or `wait` passes, or the server shuts down. A subscription from the seq of the state read misses no change.
 async fn wait_for_change(
     req: &HttpRequest,
     key: &str,
@@ -389,8 +389,9 @@ async fn wait_for_change(
     index: u64,
 ) -> Result<(), ApiError> {
     let found = reader(req).lookup(key);
+    // Contract: answer once the key's version is greater than `index`, or it is deleted.
     let unchanged = match &found.entry {
-        Some(e) => e.version() == index,
+        Some(e) => e.version() <= index,
         None => index == 0,
     };
     if !unchanged || wait.is_zero() {

@@ -377,9 +377,25 @@ fn a_blocking_read_answers_on_the_next_change_or_after_its_wait() {
     // A short wait with no change answers with the current state.
     let r = s.get("/kv/k?index=3&wait=1");
     assert_eq!(r.text(), "two");
+    // An index ahead of the key's version waits too (until the key's next change).
+    let early = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let r = s.get("/kv/k?index=9&wait=60");
+            early.store(true, Ordering::SeqCst);
+            r
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !early.load(Ordering::SeqCst),
+            "answered at version 3 for index 9"
+        );
+        assert_eq!(s.put_text("k", "three").status, 200);
+        assert_eq!(waiter.join().unwrap().text(), "three");
+    });
     // A delete ends a wait too; a wait on an absent key (index 0) ends when it is created.
     let r = std::thread::scope(|scope| {
-        let waiter = scope.spawn(|| s.get("/kv/k?index=3&wait=60"));
+        let waiter = scope.spawn(|| s.get("/kv/k?index=4&wait=60"));
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(s.delete("k").status, 204);
         waiter.join().unwrap()
