@@ -290,10 +290,8 @@ pub async fn observe(
         if !r.headers().contains_key(SEQ_HEADER) {
             if let Some(reader) = r.request().app_data::<Reader>() {
                 let seq = reader.stats().seq;
-                r.headers_mut().insert(
-                    header::HeaderName::from_static(SEQ_HEADER),
-                    header::HeaderValue::from(seq),
-                );
+                r.headers_mut()
+                    .insert(header::HeaderName::from_static(SEQ_HEADER), seq_value(seq));
             }
         }
     }
@@ -305,6 +303,25 @@ pub async fn observe(
         .metrics
         .record_request(method.as_str(), status.as_u16(), started.elapsed());
     res.map(ServiceResponse::map_into_left_body)
+}
+
+thread_local! {
+    /// The `Twinkv-Seq` value last sent by this worker: between writes every answer carries the
+    /// same seq, so it is formatted once and shared (a clone is a reference count), rather
+    /// than allocated per answer (2 % of a pipelined GET's server time in a profile).
+    static SEQ_VALUE: std::cell::RefCell<(u64, header::HeaderValue)> =
+        const { std::cell::RefCell::new((0, header::HeaderValue::from_static("0"))) };
+}
+
+/// The `Twinkv-Seq` header value of `seq`.
+fn seq_value(seq: u64) -> header::HeaderValue {
+    SEQ_VALUE.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != seq {
+            *last = (seq, header::HeaderValue::from(seq));
+        }
+        last.1.clone()
+    })
 }
 
 /// Compares the presented token in constant time, so response timing does not leak a prefix.

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::decode::{check_key, check_no_dot_segments, form_pairs, percent_decode};
 use super::error::ApiError;
-use super::{reader, state, SEQ_HEADER};
+use super::{reader, seq_value, state, SEQ_HEADER};
 use crate::config::Limits;
 use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_TTL_SECS};
 use crate::store::{now_ms, Conditions, ETags, Entry, Expiry, PendingValue, WriteError};
@@ -52,13 +52,22 @@ fn put_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
 /// key on it; sent on every 200 and 304 of `GET`/`HEAD /kv/{key}`, whatever the value.
 const VARY_ACCEPT: (HeaderName, &str) = (header::VARY, "Accept");
 
-fn etag(version: u64) -> (HeaderName, String) {
-    (header::ETAG, format!("\"{version}\""))
+///
+/// Built from a stack buffer: `format!` and a `String`-to-header conversion were two heap
+/// allocations and a copy on every GET (2.7 % of a pipelined GET's server time in a profile).
+fn etag(version: u64) -> (HeaderName, HeaderValue) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
+    let mut quoted = [b'"'; 22];
+    quoted[1..=digits.len()].copy_from_slice(digits);
+    let value = HeaderValue::from_bytes(&quoted[..digits.len() + 2])
+        .expect("a quoted number is a valid header value");
+    (header::ETAG, value)
 }
 
 /// `Twinkv-Seq`: the seq of the state read, or after the write.
 fn seq_header(seq: u64) -> (HeaderName, HeaderValue) {
-    (HeaderName::from_static(SEQ_HEADER), HeaderValue::from(seq))
+    (HeaderName::from_static(SEQ_HEADER), seq_value(seq))
 }
 
 /// Parses `If-Match` / `If-None-Match`: `*` or a list of entity tags.
