@@ -86,6 +86,13 @@ pub struct ServeArgs {
     /// Allow a non-loopback address without `--auth-token` (anyone who can connect can write).
     #[arg(long, env = "TWINKV_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Cluster mode: this node's id, an integer of at least 1 (needs --raft-addr).
+    #[arg(long, env = "TWINKV_NODE_ID", requires = "raft_addr")]
+    pub node_id: Option<u64>,
+    /// Cluster mode: the address this node serves Raft traffic on; setting it turns cluster
+    /// mode on (needs --node-id).
+    #[arg(long, env = "TWINKV_RAFT_ADDR", requires = "node_id")]
+    pub raft_addr: Option<String>,
 }
 
 /// Flags of `twinkv inspect`.

@@ -56,6 +56,17 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// A fault to inject (tests of debug builds only).
     pub fault: Option<TestFault>,
+    /// Cluster mode: this node's id and Raft address.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `--node-id` and `--raft-addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id (at least 1).
+    pub node_id: u64,
+    /// Where Raft RPCs are served.
+    pub raft_addr: SocketAddr,
 }
 
 /// Why the flags cannot be used.
@@ -76,6 +87,12 @@ pub enum ConfigError {
     /// A key limit past what an entry can hold.
     #[error("--max-key-bytes must be at most {}", defaults::MAX_KEY_BYTES_LIMIT)]
     KeyLimit,
+    /// `--node-id 0`.
+    #[error("--node-id must be at least 1")]
+    NodeId,
+    /// The Raft address does not parse or resolve.
+    #[error("invalid --raft-addr {0:?}: {1}")]
+    RaftAddr(String, String),
     /// An unknown `TWINKV_TEST_FAULT` (debug builds only).
     #[error("unknown TWINKV_TEST_FAULT {0:?} (known: snapshot-panic)")]
     Fault(String),
@@ -122,7 +139,27 @@ impl Config {
             Some(n) => positive(n, "workers")?,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let cluster = match (args.node_id, &args.raft_addr) {
+            (Some(0), _) => return Err(ConfigError::NodeId),
+            (Some(node_id), Some(raw)) => {
+                let bad = |e: String| ConfigError::RaftAddr(raw.clone(), e);
+                let raft_addr = raw
+                    .to_socket_addrs()
+                    .map_err(|e| bad(e.to_string()))?
+                    .next()
+                    .ok_or_else(|| bad("resolves to nothing".into()))?;
+                if args.auth_token.is_none()
+                    && !args.insecure_no_auth
+                    && !raft_addr.ip().is_loopback()
+                {
+                    return Err(ConfigError::NotLoopback(raft_addr));
+                }
+                Some(ClusterConfig { node_id, raft_addr })
+            }
+            _ => None,
+        };
         Ok(Config {
+            cluster,
             addr,
             data_dir: args.data_dir.clone(),
             durability: args.durability,

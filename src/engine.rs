@@ -111,6 +111,11 @@ impl DirLock {
     }
 }
 
+/// Opens a cluster node's Raft dir once the data dir is locked: the map to start from and the
+/// proposer writes go to.
+pub(crate) type ClusterOpen<'a> =
+    dyn FnMut(&Path) -> io::Result<(crate::store::Initial, Box<dyn crate::store::Proposer>)> + 'a;
+
 /// How the engine runs: the durability flags of `serve`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -182,6 +187,17 @@ impl Engine {
     /// Locks `data_dir` (creating it), recovers the newest valid image and the log after it,
     /// and starts the writer, the log flusher and the snapshot thread.
     pub fn open(data_dir: &Path, settings: &Settings) -> Result<Engine, EngineError> {
+        Engine::open_with(data_dir, settings, None)
+    }
+
+    /// Like [`Engine::open`]; with `cluster`, the map starts from the Raft snapshot instead of
+    /// the standalone recovery, writes go to the proposer instead of the log, and the slot
+    /// snapshots are checkpoints of the replicated map (`POST /snapshot`, shutdown).
+    pub(crate) fn open_with(
+        data_dir: &Path,
+        settings: &Settings,
+        cluster: Option<&mut ClusterOpen<'_>>,
+    ) -> Result<Engine, EngineError> {
         let dir = std::path::absolute(data_dir).map_err(|source| EngineError::DataDir {
             path: data_dir.to_path_buf(),
             source,
@@ -197,7 +213,22 @@ impl Engine {
 
         let started = Instant::now();
         tracing::info!(dir = %dir.display(), "recovering");
-        let rec = recovery::recover(&dir, Depth::Newest)?;
+        let mut rec = recovery::recover(&dir, Depth::Newest)?;
+        let proposer = match cluster {
+            Some(open) => {
+                let (initial, proposer) = open(&dir).map_err(|source| EngineError::DataDir {
+                    path: dir.join("raft"),
+                    source,
+                })?;
+                rec.entries = initial.entries;
+                rec.seq = initial.seq;
+                rec.replayed = 0;
+                rec.replayed_bytes = 0;
+                Some(proposer)
+            }
+            None => None,
+        };
+        let clustered = proposer.is_some();
         let torn = match &rec.log.torn {
             Some(t) => {
                 let kept = scan::repair(t).map_err(|source| EngineError::DataDir {
@@ -267,7 +298,12 @@ impl Engine {
         let compactor = Compactor { dir: log_dir };
         let policy = Policy {
             checkpoint_log_bytes: settings.checkpoint_log_bytes,
-            compact: Box::new(move |index| compactor.delete_through(index)),
+            // In cluster mode the positions are Raft indexes and the standalone log is unused.
+            compact: if clustered {
+                Box::new(|_| Ok(0))
+            } else {
+                Box::new(move |index| compactor.delete_through(index))
+            },
         };
         let snap_start = SnapshotStart {
             image: rec.image.clone(),
@@ -287,9 +323,10 @@ impl Engine {
             seq: rec.seq,
         };
         let downstream = Downstream {
-            journal: Some(Box::new(log)),
+            journal: if clustered { None } else { Some(Box::new(log)) },
             sinks: vec![Box::new(feed), Box::new(watch_feed)],
             faults: faults.clone(),
+            proposer,
         };
         let store =
             Store::start(initial, settings.durability, downstream).map_err(EngineError::Spawn)?;

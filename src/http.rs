@@ -5,6 +5,7 @@
 //! [`ApiError`], turned into a status and a JSON body in one place (`error.rs`).
 
 mod admin;
+mod cluster;
 pub(crate) mod decode;
 mod error;
 pub(crate) mod kv;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub auth_token: Option<String>,
     /// The durability mode, reported by `/health`.
     pub durability: Durability,
+    /// Cluster mode: the Raft node (reads consult it; `/cluster` reports it).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
             limits,
             auth_token,
             durability,
+            cluster: None,
         }
     }
 }
@@ -154,6 +158,29 @@ pub(crate) const ROUTES: &[Route] = &[
                 .route(web::head().to(admin::snapshot_status))
                 .route(web::post().to(admin::snapshot_now))
         }),
+    },
+    Route {
+        path: "/cluster",
+        allow: "GET, HEAD",
+        handlers: Some(|r| {
+            r.route(web::get().to(cluster::status))
+                .route(web::head().to(cluster::status))
+        }),
+    },
+    Route {
+        path: "/cluster/init",
+        allow: "POST",
+        handlers: Some(|r| r.route(web::post().to(cluster::init))),
+    },
+    Route {
+        path: "/cluster/nodes",
+        allow: "POST",
+        handlers: Some(|r| r.route(web::post().to(cluster::add))),
+    },
+    Route {
+        path: "/cluster/nodes/{id}",
+        allow: "DELETE",
+        handlers: Some(|r| r.route(web::delete().to(cluster::remove))),
     },
     Route {
         path: "/watch",
@@ -282,6 +309,24 @@ pub async fn observe(
     if let Ok(r) = &mut res {
         if !r.headers().contains_key(header::CACHE_CONTROL) {
             r.headers_mut().insert(header::CACHE_CONTROL, cache);
+        }
+        if r.status() == actix_web::http::StatusCode::TEMPORARY_REDIRECT {
+            // A follower's redirect names the leader; the path and query stay the request's.
+            let target = r
+                .request()
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned());
+            let base = r
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let (Some(base), Some(target)) = (base, target) {
+                if let Ok(v) = header::HeaderValue::from_str(&format!("{base}{target}")) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+            }
         }
     }
     if let (true, Ok(r)) = (kv, &mut res) {

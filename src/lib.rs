@@ -68,6 +68,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 mod defaults;
 pub mod engine;

@@ -21,7 +21,8 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TWINKV_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // openraft reports every election and replication retry at `info`.
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .init();
     match run(cli) {

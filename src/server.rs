@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("the HTTP server failed")]
     Http(#[source] io::Error),
+    /// Cluster mode could not start.
+    #[error("cannot start cluster mode: {0}")]
+    Cluster(String),
 }
 
 /// Binds `addr` with [`LISTEN_BACKLOG`].
@@ -93,7 +96,19 @@ pub fn serve(
     if config.fault == Some(crate::config::TestFault::SnapshotPanic) {
         crate::snapshot::inject_panic_at_next_attempt();
     }
-    let engine = Engine::open(&config.data_dir, &settings(config))?;
+    let mut seed = None;
+    let engine = match &config.cluster {
+        None => Engine::open(&config.data_dir, &settings(config))?,
+        Some(_) => {
+            let flush = config.durability == crate::store::Durability::Sync;
+            let mut open = |dir: &std::path::Path| {
+                let (initial, proposer, rest) = crate::cluster::open(dir, flush)?;
+                seed = Some(rest);
+                Ok((initial, proposer))
+            };
+            Engine::open_with(&config.data_dir, &settings(config), Some(&mut open))?
+        }
+    };
     let r = &engine.recovered;
     let ms = r.time.as_millis();
     let from = match &r.image {
@@ -113,8 +128,39 @@ pub fn serve(
         "recovered {from} + {} log records seq={} keys={} in {ms} ms",
         r.replayed, r.seq, r.keys
     ));
-    let http_result = run_http(config, listener, &engine, shutdown);
-    // HTTP has stopped: no new writes. Drain the writer, then let the snapshot thread finish.
+    let cluster = match (&config.cluster, seed) {
+        (Some(c), Some(seed)) => {
+            let raft_listener = bind(c.raft_addr)?;
+            let raft_local = raft_listener.local_addr().map_err(ServeError::Http)?;
+            let api_local = listener.local_addr().map_err(ServeError::Http)?;
+            let settings = crate::cluster::Settings {
+                id: c.node_id,
+                me: crate::cluster::Member {
+                    addr: api_local.to_string(),
+                    raft_addr: raft_local.to_string(),
+                },
+                token: config.auth_token.as_deref().map(std::sync::Arc::from),
+            };
+            let cluster = crate::cluster::Cluster::start(
+                settings,
+                &engine.dir,
+                seed,
+                engine.store.handle(),
+                engine.store.readers(),
+            )
+            .map_err(|e| ServeError::Cluster(e.to_string()))?;
+            say(&format!("raft on {raft_local}"));
+            Some((cluster, raft_listener))
+        }
+        _ => None,
+    };
+    let raft = cluster.as_ref().map(|(c, _)| std::sync::Arc::clone(c));
+    let http_result = run_http(config, listener, &engine, cluster, shutdown);
+    // HTTP has stopped: no new writes. Stop Raft, drain the writer, then let the snapshot
+    // thread finish.
+    if let Some(c) = raft {
+        c.shutdown();
+    }
     let closed = engine.close();
     http_result?;
     Ok(closed?)
@@ -142,6 +188,7 @@ fn run_http(
     config: &Config,
     listener: TcpListener,
     engine: &Engine,
+    cluster: Option<(std::sync::Arc<crate::cluster::Cluster>, TcpListener)>,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServeError> {
     let mut state = AppState::new(
@@ -151,6 +198,7 @@ fn run_http(
         config.durability,
     );
     state.watch_progress = config.watch_progress;
+    state.cluster = cluster.as_ref().map(|(c, _)| std::sync::Arc::clone(c));
     let state = web::Data::new(state);
     let readers = engine.store.readers();
     let hub = std::sync::Arc::clone(&engine.hub);
@@ -181,8 +229,30 @@ fn run_http(
         .map_err(ServeError::Http)?
         .run();
         let handle = server.handle();
+        // Cluster mode: Raft RPCs on their own listener, stopped with the API.
+        let raft_handle = match cluster {
+            Some((c, raft_listener)) => {
+                let raft_server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::new(std::sync::Arc::clone(&c)))
+                        .configure(crate::cluster::rpc::configure)
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(raft_listener)
+                .map_err(ServeError::Http)?
+                .run();
+                let h = raft_server.handle();
+                actix_web::rt::spawn(raft_server);
+                Some(h)
+            }
+            None => None,
+        };
         actix_web::rt::spawn(async move {
             shutdown.await;
+            if let Some(h) = raft_handle {
+                h.stop(false).await;
+            }
             // End every watch stream first: a graceful stop waits for open responses, and a
             // stream would hold it up until actix's 30 s deadline.
             hub.close();

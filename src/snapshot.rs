@@ -12,6 +12,7 @@ pub mod format;
 pub mod recover;
 pub mod slot;
 mod worker;
+pub(crate) use worker::now_rfc3339;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -42,8 +42,8 @@ pub use apply::{Apply, Expiry, Logged, Write};
 pub use op::{Entries, Op};
 pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
 pub use seam::{
-    marks, Appended, Faults, Journal, MarkSender, MarkWatch, NotDurable, Published, SharedError,
-    Sink,
+    marks, Appended, Committed, Faults, Journal, MarkSender, MarkWatch, NotDurable, Outcome,
+    Proposer, Published, SharedError, Sink,
 };
 pub use value::{now_ms, Entry, PendingValue};
 
@@ -110,6 +110,13 @@ pub enum WriteError {
     /// The store is shutting down.
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// Cluster mode: this node does not lead; the leader's API address, when one is known.
+    #[error("this node is not the leader")]
+    NotLeader(Option<Arc<str>>),
+    /// Cluster mode: the entry was not committed (leadership lost, quorum unreachable); it may
+    /// still be applied later, under a new leader.
+    #[error("the write was not confirmed by a majority: {0}")]
+    Unconfirmed(Arc<str>),
 }
 
 impl PartialEq for WriteError {
@@ -122,6 +129,8 @@ impl PartialEq for WriteError {
             (Halted(a), Halted(b)) => a == b,
             (NotDurable(a), NotDurable(b)) => a.to_string() == b.to_string(),
             (LogFailed(a), LogFailed(b)) => a.to_string() == b.to_string(),
+            (NotLeader(a), NotLeader(b)) => a == b,
+            (Unconfirmed(a), Unconfirmed(b)) => a == b,
             _ => false,
         }
     }
@@ -176,7 +185,7 @@ impl Conditions {
 }
 
 /// The reply channel of one write.
-type Reply = oneshot::Sender<Result<Written, WriteError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Written, WriteError>>;
 
 /// A message to the writer thread.
 #[derive(Debug)]
@@ -186,6 +195,17 @@ pub(crate) enum Command {
     /// Ask downstream to make everything so far durable; answers with the seq to wait for.
     Checkpoint {
         reply: oneshot::Sender<Result<u64, WriteError>>,
+    },
+    /// Cluster mode: apply committed Raft entries, in order; answers each entry's outcomes.
+    Commit {
+        entries: Vec<Committed>,
+        reply: oneshot::Sender<Vec<Vec<Outcome>>>,
+    },
+    /// Cluster mode: replace the whole map with a leader's image (installing a Raft snapshot).
+    Reset {
+        entries: Entries,
+        seq: u64,
+        reply: oneshot::Sender<()>,
     },
     /// Finish the commands drained so far, then stop.
     Shutdown,
@@ -210,6 +230,9 @@ pub struct Downstream {
     pub sinks: Vec<Box<dyn Sink>>,
     /// Background threads that died; checked before every batch.
     pub faults: Faults,
+    /// Cluster mode: where drained writes go instead of being applied (the Raft log); they
+    /// come back as [`Committed`] entries, on this node and every other.
+    pub proposer: Option<Box<dyn Proposer>>,
 }
 
 /// Sends writes to the writer thread. Cheap to clone; shareable between threads.
@@ -257,6 +280,24 @@ impl StoreHandle {
         self.send(|reply| Command::Checkpoint { reply })?
             .await
             .map_err(|_| WriteError::ShuttingDown)?
+    }
+
+    /// Cluster mode: applies committed Raft entries in order and answers their outcomes.
+    pub async fn commit(&self, entries: Vec<Committed>) -> Result<Vec<Vec<Outcome>>, WriteError> {
+        self.send(|reply| Command::Commit { entries, reply })?
+            .await
+            .map_err(|_| WriteError::ShuttingDown)
+    }
+
+    /// Cluster mode: replaces the whole map with `entries`, a leader's image at `seq`.
+    pub async fn reset(&self, entries: Entries, seq: u64) -> Result<(), WriteError> {
+        self.send(|reply| Command::Reset {
+            entries,
+            seq,
+            reply,
+        })?
+        .await
+        .map_err(|_| WriteError::ShuttingDown)
     }
 
     /// Like [`StoreHandle::put`], for threads outside an async runtime (benches, tools).
@@ -326,6 +367,7 @@ impl Store {
             journal,
             sinks,
             faults,
+            proposer,
         } = downstream;
         let writer = writer::Writer {
             expiring,
@@ -337,6 +379,8 @@ impl Store {
             seq: initial.seq,
             flush: durability == Durability::Sync,
             faults: faults.clone(),
+            proposer,
+            expiring_proposed: false,
         };
         let join = faults.spawn("twinkv-writer", move || writer.run())?;
         Ok(Store {

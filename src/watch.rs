@@ -433,7 +433,8 @@ fn events(ops: &[Op]) -> Vec<Event> {
                 key: Arc::clone(key),
                 entry: None,
             }),
-            Op::Seq { .. } => None,
+            // A replica that installs a leader's image has no per-key events to give.
+            Op::Seq { .. } | Op::Reset { .. } => None,
         })
         .collect()
 }

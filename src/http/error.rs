@@ -54,6 +54,37 @@ pub enum ApiError {
     /// snapshot failed, or the store is stopping.
     #[error("{0}")]
     Unavailable(String),
+    /// Cluster mode: a write (or a read that needs the leader) reached a follower. Holds the
+    /// leader's API address; the server adds the request's path and query to the `Location`.
+    #[error("this node is not the leader; the leader is at {0}")]
+    NotLeader(std::sync::Arc<str>),
+    /// Cluster mode: no leader is known (an election is under way, or no quorum): try again.
+    #[error("{0}")]
+    NoLeader(String),
+    /// The request conflicts with the state (`POST /cluster/init` on a cluster that exists).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError;
+        match e {
+            ClusterError::NotLeader(Some(addr)) => ApiError::NotLeader(addr),
+            ClusterError::NotLeader(None) => {
+                ApiError::NoLeader("no leader is known; try again shortly".into())
+            }
+            ClusterError::Unavailable(m) => ApiError::NoLeader(m),
+            ClusterError::Invalid(m) => ApiError::Conflict(m),
+            ClusterError::Stopped => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The `Location` a redirect to the leader starts with; [`crate::http::observe`] appends the
+/// request's path and query.
+pub(crate) fn leader_location(addr: &str) -> String {
+    format!("http://{addr}")
 }
 
 impl From<WriteError> for ApiError {
@@ -66,6 +97,11 @@ impl From<WriteError> for ApiError {
             | WriteError::LogFailed(_)
             | WriteError::Halted(_)
             | WriteError::ShuttingDown => ApiError::Unavailable(crate::Chain(&e).to_string()),
+            WriteError::NotLeader(Some(addr)) => ApiError::NotLeader(addr),
+            WriteError::NotLeader(None) => {
+                ApiError::NoLeader("no leader is known; try again shortly".into())
+            }
+            WriteError::Unconfirmed(_) => ApiError::NoLeader(crate::Chain(&e).to_string()),
         }
     }
 }
@@ -85,6 +121,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::NotLeader(_) => StatusCode::TEMPORARY_REDIRECT,
+            ApiError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -96,6 +135,12 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 res.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::NotLeader(addr) => {
+                res.insert_header((header::LOCATION, leader_location(addr)));
+            }
+            ApiError::NoLeader(_) => {
+                res.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::PreconditionFailed(Some(version)) => {
                 res.insert_header((header::ETAG, format!("\"{version}\"")));

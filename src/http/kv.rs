@@ -299,10 +299,13 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
     let if_match = etags(&req, header::IF_MATCH, false)?;
     let if_none_match = etags(&req, header::IF_NONE_MATCH, true)?;
+    let mut blocked = None;
     if !req.query_string().is_empty() {
-        if let Some((wait, index)) = blocking(&req)? {
-            wait_for_change(&req, &key, wait, index).await?;
-        }
+        blocked = blocking(&req)?;
+    }
+    read_barrier(&req).await?;
+    if let Some((wait, index)) = blocked {
+        wait_for_change(&req, &key, wait, index).await?;
     }
     let found = reader(&req).lookup(&key);
     let value = found.entry;
@@ -341,6 +344,35 @@ pub async fn get(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// Longest a blocking read waits, and how long it waits when `wait` is not given.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// Cluster mode: a `linearizable` read (the default) first waits until this node has applied
+/// the leader's commit index, confirmed with a quorum; `stale` reads at once. Standalone, a
+/// no-op.
+pub(super) async fn read_barrier(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(cluster) = &state(req).cluster else {
+        return Ok(());
+    };
+    if !req.query_string().is_empty() {
+        for (name, value) in form_pairs(req.query_string())? {
+            if name == "consistency" {
+                check_consistency(&value)?;
+                if value == "stale" {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    match cluster.linearize().await {
+        Ok(()) => Ok(()),
+        // A read is never redirected: any node serves it once it has caught up.
+        Err(crate::cluster::ClusterError::NotLeader(_)) => Err(ApiError::NoLeader(
+            "no leader is known to confirm a linearizable read; try again, or read with \
+             consistency=stale"
+                .into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Checks a read's `consistency`. Standalone, every read is of the one copy, so both levels
 /// are the same; cluster mode is where they differ.
@@ -582,6 +614,7 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             _ => {}
         }
     }
+    read_barrier(&req).await?;
     let page = reader(&req).list(&prefix, after.as_deref(), limit);
     let next = page.next();
     let body = if values {

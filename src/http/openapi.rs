@@ -9,12 +9,11 @@
 //! - every operation is routed (answers neither 405 nor the 404 of an unknown route), and every
 //!   routed method is documented;
 //! - every method a path does not list gets 405 with exactly the `Allow` of its route;
-//! - an operation marked `x-twinkv-planned: <reason>` (in the contract, not implemented yet:
-//!   watch, cluster mode) must *not* be routed, so the day it is implemented the test fails
-//!   until the marker goes and the operation joins the checks above.
+//! - an operation marked `x-twinkv-planned: <reason>` (in the contract, not implemented yet)
+//!   must *not* be routed, so the day it is implemented the test fails until the marker goes
+//!   and the operation joins the checks above.
 //!
-//! Parameters and properties can carry `x-twinkv-planned` too (key expiry's `ttl`, blocking
-//! reads' `wait`/`index`, cluster mode's `consistency`); `.ci/schemathesis_hooks.py` leaves
+//! Parameters and properties can carry `x-twinkv-planned` too; `.ci/schemathesis_hooks.py` leaves
 //! everything so marked out of the schemathesis run.
 
 use std::sync::OnceLock;

@@ -89,6 +89,7 @@ pub async fn watch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             since = Some(parse_since(v, "Last-Event-ID")?);
         }
     }
+    super::kv::read_barrier(&req).await?;
     let filter = match (prefix, key) {
         (Some(_), Some(_)) => {
             return Err(ApiError::BadRequest("give prefix or key, not both".into()))

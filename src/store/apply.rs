@@ -111,6 +111,31 @@ fn at(entry: &Entry) -> Expiry {
 }
 
 impl Logged {
+    /// A write as sent, before any apply, with its expiry made absolute at `now`: what a
+    /// cluster leader proposes. Values are sealed at version 0; replay derives the versions.
+    pub fn as_sent(write: Write, now: u64) -> Logged {
+        match write {
+            Write::Put {
+                key,
+                value,
+                cond,
+                expires,
+            } => Logged::Put {
+                entry: value.seal_expiring(&key, 0, expires.resolve(now)),
+                cond,
+            },
+            Write::Delete { key, cond } => Logged::Delete { key, cond },
+            Write::Batch { puts, deletes } => Logged::Batch {
+                puts: puts
+                    .into_iter()
+                    .map(|(key, value, expires)| value.seal_expiring(&key, 0, expires.resolve(now)))
+                    .collect(),
+                deletes,
+            },
+            Write::Expire { key } => Logged::Expire { key },
+        }
+    }
+
     /// Turns a logged write back into the write it was, for replay.
     pub fn into_write(self) -> Write {
         match self {

@@ -45,6 +45,13 @@ pub enum Op {
         /// The seq after the batch.
         seq: u64,
     },
+    /// Replace every entry (cluster mode: a replica installs the leader's image).
+    Reset {
+        /// The new entries, shared by both copies.
+        entries: Arc<Entries>,
+        /// The image's seq.
+        seq: u64,
+    },
 }
 
 impl Op {
@@ -52,6 +59,7 @@ impl Op {
     pub fn apply_to(&self, map: &mut Entries) {
         match self {
             Op::Seq { .. } => {}
+            Op::Reset { entries, .. } => *map = (**entries).clone(),
             // `replace`, not `insert`: entries compare by key, and `insert` keeps the old one.
             Op::Put { entry } => {
                 map.replace(entry.clone());
@@ -66,6 +74,7 @@ impl Op {
     pub fn apply_owned(self, map: &mut Entries) {
         match self {
             Op::Seq { .. } => {}
+            Op::Reset { entries, .. } => *map = (*entries).clone(),
             Op::Put { entry } => {
                 map.replace(entry);
             }
@@ -160,6 +169,7 @@ impl Map {
             Op::Put { entry } => self.put(entry.clone()),
             Op::Delete { key, .. } | Op::Expire { key, .. } => self.remove(key.as_bytes()),
             Op::Seq { seq } => self.seq = *seq,
+            Op::Reset { entries, seq } => *self = Map::new((**entries).clone(), *seq),
         }
     }
 }
@@ -174,6 +184,7 @@ impl Absorb<Op> for Map {
             Op::Put { entry } => self.put(entry),
             Op::Delete { key, .. } | Op::Expire { key, .. } => self.remove(key.as_bytes()),
             Op::Seq { seq } => self.seq = seq,
+            Op::Reset { entries, seq } => *self = Map::new((*entries).clone(), seq),
         }
     }
 

@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use left_right::{ReadHandle, ReadHandleFactory};
 
-use super::op::Map;
+use super::op::{Entries, Map};
 use super::value::{now_ms, Entry};
 
 /// `entry`, unless it is past its expiry time: an expired key is absent to every read from its
@@ -96,6 +96,15 @@ impl Reader {
             },
             None => Lookup::default(),
         }
+    }
+
+    /// Every entry and the seq, from one publish: what a cluster node's Raft snapshot holds.
+    /// Copies pointers, not values, but holds the guard for the copy (milliseconds at a
+    /// million keys), which delays the writer's next publish that long.
+    pub fn copy_all(&self) -> (Entries, u64) {
+        self.0
+            .enter()
+            .map_or_else(Default::default, |m| (m.entries.clone(), m.seq))
     }
 
     /// The seq and key count of the published map, from one publish.

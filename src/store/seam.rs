@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
-use super::apply::Logged;
+use super::apply::{Logged, Write};
 use super::op::Op;
 
 /// An error many waiters share: the same failure answers every write that waited on it.
@@ -66,6 +66,46 @@ pub trait Sink: Send + fmt::Debug + 'static {
     fn published(&mut self, batch: &Published);
     /// Make everything up to `seq` durable soon (`POST /snapshot`).
     fn checkpoint(&mut self, seq: u64);
+}
+
+/// One write a replica must apply, as the Raft log carries it: the writes of one drained
+/// batch, the leader's clock when it drained them, and the entry's Raft index.
+#[derive(Debug)]
+pub struct Committed {
+    /// The entry's index in the Raft log (recorded in `Published::logged`).
+    pub index: u64,
+    /// The leader writer's clock when it drained the batch: what replay uses as `now`.
+    pub now: u64,
+    /// The writes, as the client sent them (expiry absolute).
+    pub writes: Vec<Write>,
+}
+
+/// How one replicated write came out on the replica that applied it (the same on every one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Outcome {
+    /// Applied at this seq (`created`: a put created its key).
+    Applied {
+        /// Its seq.
+        seq: u64,
+        /// Whether a put created the key.
+        created: bool,
+    },
+    /// An `If-Match` / `If-None-Match` condition did not hold.
+    PreconditionFailed,
+    /// A delete named an absent key.
+    NotFound,
+}
+
+/// Where a cluster node's writer sends its drained batches instead of applying them: the Raft
+/// log. The replies go with the batch; they are answered once the entry is committed and
+/// applied (through [`Committed`] commands the writer gets back), or refused.
+///
+/// Called on the writer thread: an implementation hands the batch on and never blocks.
+pub trait Proposer: Send + fmt::Debug + 'static {
+    /// Whether this node leads: only the leader proposes the removal of expired keys.
+    fn leads(&self) -> bool;
+    /// Proposes `writes`, drained at `now`, as one entry; `replies[i]` answers `writes[i]`.
+    fn propose(&mut self, now: u64, writes: Vec<Logged>, replies: Vec<super::Reply>);
 }
 
 /// How far downstream has made the map durable, and its last failure.

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use left_right::WriteHandle;
 
+use super::apply::Logged;
 use super::apply::{Apply, Write};
 use super::op::{Entries, Map, Op};
-use super::seam::{Appended, Faults, Journal, Published, Sink};
+use super::seam::{Appended, Committed, Faults, Journal, Outcome, Proposer, Published, Sink};
 use super::value::now_ms;
 use super::{Command, Reply, WriteError, Written};
 
@@ -66,6 +67,7 @@ impl Expiring {
                 Op::Put { entry } => self.set(Arc::from(entry.key()), entry.expires_at()),
                 Op::Delete { key, .. } | Op::Expire { key, .. } => self.set(Arc::clone(key), None),
                 Op::Seq { .. } => {}
+                Op::Reset { entries, .. } => *self = Expiring::from_entries(entries),
             }
         }
     }
@@ -109,6 +111,11 @@ pub(super) struct Writer {
     pub(super) expiring: Expiring,
     /// The last batch could not be applied: expiry waits a tick before it tries again.
     pub(super) stalled: bool,
+    /// Cluster mode: drained writes are proposed here and applied when they come back
+    /// committed, on this node as on every other.
+    pub(super) proposer: Option<Box<dyn Proposer>>,
+    /// Cluster mode: a proposal of due keys is in flight; the next waits for it to be applied.
+    pub(super) expiring_proposed: bool,
 }
 
 impl Writer {
@@ -155,6 +162,9 @@ impl Writer {
 
     /// Applies one drained batch. Returns whether a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<Command>) -> bool {
+        if self.proposer.is_some() {
+            return self.process_replicated(batch);
+        }
         if let Some(reason) = self.faults.get() {
             self.stalled = true;
             return refuse(batch, &reason);
@@ -186,6 +196,9 @@ impl Writer {
                 }
                 Command::Checkpoint { reply } => checkpoints.push(reply),
                 Command::Shutdown => stop = true,
+                // Only a cluster node's writer gets these (it runs `process_replicated`).
+                Command::Commit { reply, .. } => drop(reply),
+                Command::Reset { reply, .. } => drop(reply),
             }
         }
         let Apply {
@@ -249,6 +262,165 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Cluster mode: proposes the drained writes as one entry, and applies the committed
+    /// entries that came back, in order, with one publish. Returns whether a shutdown was
+    /// requested.
+    fn process_replicated(&mut self, batch: &mut Vec<Command>) -> bool {
+        let mut stop = false;
+        let now = now_ms();
+        let halted = self.faults.get();
+        let mut proposed: Vec<Logged> = Vec::new();
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut overlay = HashMap::new();
+        let mut last_index = 0;
+        for cmd in batch.drain(..) {
+            match cmd {
+                Command::Write { write, reply } => match &halted {
+                    Some(reason) => {
+                        let _ = reply.send(Err(WriteError::Halted(Arc::clone(reason))));
+                    }
+                    None => {
+                        proposed.push(Logged::as_sent(write, now));
+                        replies.push(reply);
+                    }
+                },
+                Command::Commit { entries, reply } => {
+                    let mut outcomes = Vec::with_capacity(entries.len());
+                    for entry in entries {
+                        last_index = entry.index;
+                        outcomes.push(self.apply_committed(entry, &mut ops, &mut overlay));
+                    }
+                    let _ = reply.send(outcomes);
+                }
+                Command::Reset {
+                    entries,
+                    seq,
+                    reply,
+                } => {
+                    // Everything applied before the image is published first, so sinks see
+                    // the batches in order.
+                    self.publish(std::mem::take(&mut ops), last_index);
+                    overlay.clear();
+                    self.seq = seq;
+                    self.publish(
+                        vec![Op::Reset {
+                            entries: Arc::new(entries),
+                            seq,
+                        }],
+                        last_index,
+                    );
+                    let _ = reply.send(());
+                }
+                Command::Checkpoint { reply } => checkpoints.push(reply),
+                Command::Shutdown => stop = true,
+            }
+        }
+        self.publish(ops, last_index);
+        let leads = self.proposer.as_ref().is_some_and(|p| p.leads());
+        if halted.is_none() && leads && !self.expiring_proposed {
+            // Only the leader decides expiry, as a write of its own, so every replica removes
+            // the same keys at the same seqs. One proposal at a time: the next waits until this
+            // one is applied (or refused).
+            let due = self.expiring.due(now, MAX_EXPIRE_ROUND);
+            if !due.is_empty() {
+                self.expiring_proposed = true;
+                for key in due {
+                    proposed.push(Logged::Expire { key });
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    replies.push(reply);
+                }
+            }
+        }
+        if !proposed.is_empty() {
+            if let Some(p) = &mut self.proposer {
+                p.propose(now, proposed, replies);
+            }
+        }
+        for reply in checkpoints {
+            for sink in &mut self.sinks {
+                sink.checkpoint(self.seq);
+            }
+            let _ = reply.send(Ok(self.seq));
+        }
+        stop
+    }
+
+    /// Applies one committed entry onto the map as the last publish left it plus `ops` (whose
+    /// changes `overlay` holds by key).
+    fn apply_committed(
+        &mut self,
+        entry: Committed,
+        ops: &mut Vec<Op>,
+        overlay: &mut HashMap<Arc<str>, Option<super::value::Entry>>,
+    ) -> Vec<Outcome> {
+        let Committed { now, writes, .. } = entry;
+        let handle = &self.handle;
+        let seen = &*overlay;
+        let mut apply = Apply::new(
+            |key: &str| match seen.get(key) {
+                Some(e) => e.clone(),
+                None => handle.enter()?.get(key.as_bytes()).cloned(),
+            },
+            self.seq,
+            now,
+        );
+        let mut expired = false;
+        let outcomes = writes
+            .into_iter()
+            .map(|w| {
+                expired |= matches!(w, Write::Expire { .. });
+                match apply.apply(w) {
+                    Ok(Written { seq, created }) => Outcome::Applied { seq, created },
+                    Err(WriteError::PreconditionFailed) => Outcome::PreconditionFailed,
+                    Err(_) => Outcome::NotFound,
+                }
+            })
+            .collect();
+        let Apply { ops: new, seq, .. } = apply;
+        self.seq = seq;
+        self.expiring.follow(&new);
+        if expired {
+            self.expiring_proposed = false;
+        }
+        for op in &new {
+            match op {
+                Op::Put { entry } => {
+                    overlay.insert(Arc::from(entry.key()), Some(entry.clone()));
+                }
+                Op::Delete { key, .. } | Op::Expire { key, .. } => {
+                    overlay.insert(Arc::clone(key), None);
+                }
+                Op::Seq { .. } | Op::Reset { .. } => {}
+            }
+        }
+        ops.extend(new);
+        outcomes
+    }
+
+    /// Publishes `ops` (a no-op when empty) and hands them downstream.
+    fn publish(&mut self, mut ops: Vec<Op>, index: u64) {
+        if ops.is_empty() {
+            return;
+        }
+        ops.push(Op::Seq { seq: self.seq });
+        for op in &ops {
+            self.handle.append(op.clone());
+        }
+        self.handle.publish();
+        let published = Published {
+            seq: self.seq,
+            ops: ops.into(),
+            logged: Appended { index, bytes: 0 },
+        };
+        for sink in &mut self.sinks {
+            sink.published(&published);
+        }
+    }
+}
+
 /// Answers every command of a batch with the fault that stopped the server's writes; applies
 /// nothing. Returns whether a shutdown was requested.
 fn refuse(batch: &mut Vec<Command>, reason: &Arc<String>) -> bool {
@@ -262,6 +434,8 @@ fn refuse(batch: &mut Vec<Command>, reason: &Arc<String>) -> bool {
             Command::Checkpoint { reply } => {
                 let _ = reply.send(Err(err()));
             }
+            Command::Commit { reply, .. } => drop(reply),
+            Command::Reset { reply, .. } => drop(reply),
             Command::Shutdown => stop = true,
         }
     }

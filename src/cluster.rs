@@ -1,0 +1,624 @@
+//! Cluster mode: several nodes replicate one map through Raft, on `openraft` 0.9.
+//!
+//! Every openraft type lives in this module. The store knows none of them: its writer hands
+//! each drained batch to a [`Proposer`] (here, one Raft entry per batch) and applies what comes
+//! back committed, through the same pure apply as a standalone write, on every node alike.
+//!
+//! ```text
+//!  HTTP write ─▶ writer: drain a batch ─▶ RaftProposer ─▶ raft.client_write_ff(entry)
+//!                                                         │ replicate to a majority (log_store)
+//!  every node: StateMachine::apply ─▶ writer: apply, publish ◀┘ then the proposer answers the
+//!                                                              batch's replies with outcomes
+//! ```
+//!
+//! Raft runs on a tokio runtime of its own (openraft's futures are `Send`; actix's are not);
+//! HTTP handlers reach it through [`Cluster::run`].
+
+mod log_store;
+mod network;
+pub mod rpc;
+mod state_machine;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::log::record::{self, RecordError};
+use crate::store::{
+    Initial, Logged, Outcome, Proposer, ReaderFactory, StoreHandle, Write, WriteError, Written,
+};
+
+pub use log_store::LogStore;
+pub use state_machine::Stored;
+
+/// The directory, inside the data dir, of the Raft log, vote and snapshot.
+pub const DIR: &str = "raft";
+
+/// A node's id (`--node-id`).
+pub type NodeId = u64;
+
+/// What the cluster knows of a node: where its API and its Raft listener are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The API address (`--addr`), where followers redirect writes.
+    pub addr: String,
+    /// The Raft address (`--raft-addr`).
+    pub raft_addr: String,
+}
+
+/// One Raft entry's payload: the writes of one drained batch as a twinkv log record (the
+/// line `data/log` would hold, with placeholder `index` 1 and `seq` 0: replicas derive seqs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal(Box<RawValue>);
+
+impl Proposal {
+    fn encode(now: u64, writes: &[Logged]) -> Proposal {
+        let mut line = Vec::new();
+        record::encode(&mut line, 1, 0, now, writes);
+        while line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let text = String::from_utf8(line).expect("a log record is UTF-8");
+        Proposal(RawValue::from_string(text).expect("a log record is one JSON object"))
+    }
+
+    /// The batch's clock and writes.
+    fn decode(&self) -> Result<(u64, Vec<Write>), RecordError> {
+        let r = record::decode(self.0.get().as_bytes())?;
+        Ok((r.now, r.writes))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// twinkv's Raft types.
+    pub TypeConfig:
+        D = Proposal,
+        R = Vec<Outcome>,
+        NodeId = NodeId,
+        Node = Member,
+        SnapshotData = Vec<u8>,
+);
+
+/// A Raft log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+type Raft = openraft::Raft<TypeConfig>;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This node does not lead; the leader's API address, when one is known.
+    #[error("this node is not the leader")]
+    NotLeader(Option<Arc<str>>),
+    /// The operation did not complete in time (no quorum, an election under way).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request makes no sense for the cluster as it is.
+    #[error("{0}")]
+    Invalid(String),
+    /// The Raft runtime is gone (shutting down).
+    #[error("the Raft runtime has stopped")]
+    Stopped,
+}
+
+/// The settings of cluster mode.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's id.
+    pub id: NodeId,
+    /// This node's addresses, as peers reach it.
+    pub me: Member,
+    /// The API's bearer token: Raft RPCs carry it and require it.
+    pub token: Option<Arc<str>>,
+}
+
+/// What opening the Raft dir leaves for [`Cluster::start`], once the store runs.
+#[derive(Debug)]
+pub struct Seed {
+    stored: Option<Stored>,
+    log: LogStore,
+    proposals: mpsc::UnboundedReceiver<Batch>,
+    leads: Arc<AtomicBool>,
+}
+
+/// A batch on its way from the writer to Raft.
+struct Batch {
+    proposal: Proposal,
+    replies: Vec<crate::store::Reply>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("writes", &self.replies.len())
+            .finish()
+    }
+}
+
+/// The writer's end: hands batches to the Raft runtime.
+#[derive(Debug)]
+struct RaftProposer {
+    tx: mpsc::UnboundedSender<Batch>,
+    leads: Arc<AtomicBool>,
+}
+
+impl Proposer for RaftProposer {
+    fn leads(&self) -> bool {
+        self.leads.load(Ordering::Relaxed)
+    }
+
+    fn propose(&mut self, now: u64, writes: Vec<Logged>, replies: Vec<crate::store::Reply>) {
+        let batch = Batch {
+            proposal: Proposal::encode(now, &writes),
+            replies,
+        };
+        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
+            for r in batch.replies {
+                let _ = r.send(Err(WriteError::ShuttingDown));
+            }
+        }
+    }
+}
+
+/// Opens the Raft dir inside `data_dir`: the log, the vote and the newest snapshot. Returns the
+/// map to start the store from (the snapshot's), the proposer its writer sends batches to,
+/// and the rest for [`Cluster::start`].
+pub fn open(data_dir: &Path, flush: bool) -> std::io::Result<(Initial, Box<dyn Proposer>, Seed)> {
+    let dir = data_dir.join(DIR);
+    let log = LogStore::open(&dir, flush)?;
+    let loaded = state_machine::load(&dir)?;
+    let (initial, stored) = match loaded {
+        Some((stored, image)) => (
+            Initial {
+                entries: image.entries,
+                seq: image.seq,
+            },
+            Some(stored),
+        ),
+        None => (Initial::default(), None),
+    };
+    let (tx, proposals) = mpsc::unbounded_channel();
+    let leads = Arc::new(AtomicBool::new(false));
+    let proposer = Box::new(RaftProposer {
+        tx,
+        leads: Arc::clone(&leads),
+    });
+    Ok((
+        initial,
+        proposer,
+        Seed {
+            stored,
+            log,
+            proposals,
+            leads,
+        },
+    ))
+}
+
+/// A running cluster node.
+pub struct Cluster {
+    /// This node's id.
+    pub id: NodeId,
+    /// This node's addresses.
+    pub me: Member,
+    pub(crate) token: Option<Arc<str>>,
+    raft: Raft,
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    net: network::Network,
+    log: LogStore,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a linearizable read, a redirect lookup or a membership change may take.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Raft timing: heartbeats every 100 ms, an election after 0.5–1 s without one.
+fn config() -> Config {
+    Config {
+        cluster_name: "twinkv".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 60_000,
+        max_payload_entries: 64,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(50_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Config::default()
+    }
+}
+
+impl Cluster {
+    /// Starts Raft over `seed`, applying through `store`; reads its snapshots from `readers`.
+    pub fn start(
+        settings: Settings,
+        data_dir: &Path,
+        seed: Seed,
+        store: StoreHandle,
+        readers: ReaderFactory,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("twinkv-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let handle = rt.handle().clone();
+        let net = network::Network::new(settings.token.clone());
+        let sm = state_machine::StateMachine::new(&data_dir.join(DIR), store, readers, seed.stored);
+        let log = seed.log.clone();
+        let config = Arc::new(
+            config()
+                .validate()
+                .map_err(|e| ClusterError::Invalid(e.to_string()))?,
+        );
+        let raft = rt
+            .block_on(Raft::new(settings.id, config, net.clone(), seed.log, sm))
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        // Who leads, for the writer's expiry: followed from openraft's metrics.
+        let mut metrics = raft.metrics();
+        let leads = seed.leads;
+        let id = settings.id;
+        rt.spawn(async move {
+            loop {
+                let now = metrics.borrow().current_leader == Some(id);
+                leads.store(now, Ordering::Relaxed);
+                if metrics.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        rt.spawn(propose(raft.clone(), seed.proposals));
+        Ok(Arc::new(Cluster {
+            id: settings.id,
+            me: settings.me,
+            token: settings.token,
+            raft,
+            rt: Some(rt),
+            handle,
+            net,
+            log,
+        }))
+    }
+
+    /// Runs `f` on the Raft runtime; `None` when it has stopped.
+    pub async fn run<F, Fut, T>(&self, f: F) -> Option<T>
+    where
+        F: FnOnce(Raft) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn(f(self.raft.clone())).await.ok()
+    }
+
+    /// The leader's id and API address, as this node knows them.
+    fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    fn not_leader(&self) -> ClusterError {
+        ClusterError::NotLeader(self.leader().map(|(_, m)| Arc::from(m.addr)))
+    }
+
+    /// As leader: confirms leadership with a quorum and returns the index a linearizable read
+    /// must see applied.
+    pub async fn read_index_here(&self) -> Result<u64, ClusterError> {
+        let res =
+            self.run(|raft| async move {
+                tokio::time::timeout(OP_TIMEOUT, raft.get_read_log_id()).await
+            })
+            .await
+            .ok_or(ClusterError::Stopped)?;
+        match res {
+            Err(_) => Err(ClusterError::Unavailable(
+                "the leader could not confirm its leadership in time".into(),
+            )),
+            Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(_))) => Err(self.not_leader()),
+            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Waits until this node's map reflects every write answered before the call: the leader's
+    /// commit index, confirmed with a quorum, applied here.
+    pub async fn linearize(&self) -> Result<(), ClusterError> {
+        let index = match self.leader() {
+            Some((id, _)) if id == self.id => self.read_index_here().await?,
+            Some((_, leader)) => {
+                let answer: Result<u64, String> = self
+                    .net
+                    .call(
+                        &leader.raft_addr,
+                        "/raft/read-index",
+                        Vec::new(),
+                        OP_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                answer.map_err(ClusterError::Unavailable)?
+            }
+            None => {
+                return Err(ClusterError::NotLeader(None));
+            }
+        };
+        let waited = self
+            .run(move |raft| async move {
+                raft.wait(Some(OP_TIMEOUT))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .is_ok()
+            })
+            .await
+            .ok_or(ClusterError::Stopped)?;
+        if waited {
+            Ok(())
+        } else {
+            Err(ClusterError::Unavailable(
+                "this node did not catch up with the leader in time".into(),
+            ))
+        }
+    }
+
+    /// `POST /cluster/init`: a cluster of this node alone.
+    pub async fn init(&self) -> Result<(), ClusterError> {
+        let (id, me) = (self.id, self.me.clone());
+        let res = self
+            .run(move |raft| async move {
+                raft.initialize(std::collections::BTreeMap::from([(id, me)]))
+                    .await
+            })
+            .await
+            .ok_or(ClusterError::Stopped)?;
+        res.map_err(|e| ClusterError::Invalid(e.to_string()))
+    }
+
+    /// `POST /cluster/nodes`: adds a node as a learner, waits for it to catch up, then makes it
+    /// a voter (joint consensus). Answers once it votes.
+    pub async fn add(&self, id: NodeId, node: Member) -> Result<(), ClusterError> {
+        let res = self
+            .run(move |raft| async move {
+                raft.add_learner(id, node, true).await?;
+                let voters: BTreeSet<NodeId> = [id].into();
+                raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
+                    .await
+                    .map(|_| ())
+            })
+            .await
+            .ok_or(ClusterError::Stopped)?;
+        self.membership_result(res)
+    }
+
+    /// `DELETE /cluster/nodes/{id}`: removes a node from the voters and the members.
+    pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
+        let res = self
+            .run(move |raft| async move {
+                let ids: BTreeSet<NodeId> = [id].into();
+                raft.change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                    .await?;
+                raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
+                    .await
+                    .map(|_| ())
+            })
+            .await
+            .ok_or(ClusterError::Stopped)?;
+        self.membership_result(res)
+    }
+
+    fn membership_result(
+        &self,
+        res: Result<(), RaftError<NodeId, ClientWriteError<NodeId, Member>>>,
+    ) -> Result<(), ClusterError> {
+        match res {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
+                ClusterError::NotLeader(f.leader_node.map(|n| Arc::from(n.addr))),
+            ),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ClusterError::Invalid(e.to_string()))
+            }
+            Err(e) => Err(ClusterError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// `GET /cluster`.
+    pub fn status(&self, seq: u64) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner | ServerState::Shutdown => "learner",
+        };
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: Vec<serde_json::Value> = membership
+            .nodes()
+            .map(|(id, n)| {
+                serde_json::json!({
+                    "id": id,
+                    "addr": n.addr,
+                    "raft_addr": n.raft_addr,
+                    "voter": voters.contains(id),
+                })
+            })
+            .collect();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let committed = self.log.committed.load(Ordering::Relaxed).max(applied);
+        serde_json::json!({
+            "id": self.id,
+            "state": state,
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "members": members,
+            "commit_index": committed,
+            "applied_index": applied,
+            "seq": seq,
+        })
+    }
+
+    /// Stops Raft and its runtime.
+    pub fn shutdown(&self) {
+        let raft = self.raft.clone();
+        let _ = self.handle.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(5), raft.shutdown()).await
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            // Not `shutdown_timeout`: the last handle may go inside actix's runtime.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Hands each batch to Raft in the order the writer drained them, then answers its replies
+/// once the entry is committed and applied (or refused).
+async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
+    while let Some(Batch { proposal, replies }) = proposals.recv().await {
+        let rx = match raft.client_write_ff(proposal).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                let msg: Arc<str> = Arc::from(e.to_string());
+                for r in replies {
+                    let _ = r.send(Err(WriteError::Unconfirmed(Arc::clone(&msg))));
+                }
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(resp)) => Ok(resp.data),
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(WriteError::NotLeader(
+                    f.leader_node.map(|n| Arc::from(n.addr)),
+                )),
+                Ok(Err(e)) => Err(WriteError::Unconfirmed(Arc::from(e.to_string()))),
+                Err(_) => Err(WriteError::Unconfirmed(Arc::from(
+                    "leadership changed before the write was committed",
+                ))),
+            };
+            match answer {
+                Ok(outcomes) => {
+                    for (r, o) in replies.into_iter().zip(outcomes) {
+                        let _ = r.send(match o {
+                            Outcome::Applied { seq, created } => Ok(Written { seq, created }),
+                            Outcome::PreconditionFailed => Err(WriteError::PreconditionFailed),
+                            Outcome::NotFound => Err(WriteError::NotFound),
+                        });
+                    }
+                }
+                Err(e) => {
+                    for r in replies {
+                        let _ = r.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Downstream, Durability, Store};
+
+    /// A writer in cluster mode whose own proposals go nowhere: the suite only applies.
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl Proposer for Nowhere {
+        fn leads(&self) -> bool {
+            false
+        }
+        fn propose(&mut self, _: u64, _: Vec<Logged>, _: Vec<crate::store::Reply>) {}
+    }
+
+    struct Builder;
+
+    /// What one built store keeps alive: its dir and the writer.
+    struct Kept(#[allow(dead_code)] tempfile::TempDir, Option<Store>);
+
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            if let Some(s) = self.1.take() {
+                s.shutdown();
+            }
+        }
+    }
+
+    impl openraft::testing::StoreBuilder<TypeConfig, LogStore, state_machine::StateMachine, Kept>
+        for Builder
+    {
+        async fn build(
+            &self,
+        ) -> Result<(Kept, LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>>
+        {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let raft = dir.path().join(DIR);
+            let log = LogStore::open(&raft, false).expect("open the Raft log");
+            let downstream = Downstream {
+                proposer: Some(Box::new(Nowhere)),
+                ..Downstream::default()
+            };
+            let store = Store::start(Initial::default(), Durability::Async, downstream)
+                .expect("start the writer");
+            let sm = state_machine::StateMachine::new(&raft, store.handle(), store.readers(), None);
+            Ok((Kept(dir, Some(store)), log, sm))
+        }
+    }
+
+    /// openraft's own conformance suite, over the real log store and state machine.
+    #[test]
+    fn openraft_storage_suite() {
+        openraft::testing::Suite::test_all(Builder).expect("the storage suite passes");
+    }
+
+    #[test]
+    fn a_proposal_round_trips_through_the_log_record_format() {
+        let writes = vec![
+            Logged::as_sent(
+                Write::Put {
+                    key: Arc::from("k"),
+                    value: crate::store::PendingValue::from_text("v"),
+                    cond: Default::default(),
+                    expires: crate::store::Expiry::After(5),
+                },
+                1_000,
+            ),
+            Logged::Expire {
+                key: Arc::from("old"),
+            },
+        ];
+        let p = Proposal::encode(1_000, &writes);
+        let json = serde_json::to_string(&p).expect("serialize");
+        let back: Proposal = serde_json::from_str(&json).expect("deserialize");
+        let (now, decoded) = back.decode().expect("the checksum survives the round trip");
+        assert_eq!(now, 1_000);
+        assert!(matches!(
+            &decoded[0],
+            Write::Put { key, expires: crate::store::Expiry::At(6_000), .. } if &**key == "k"
+        ));
+        assert!(matches!(&decoded[1], Write::Expire { key } if &**key == "old"));
+    }
+}

@@ -1,0 +1,205 @@
+//! Raft RPCs between nodes: JSON over HTTP, each a `POST` to the peer's `--raft-addr`.
+//!
+//! `/raft/append`, `/raft/vote` and `/raft/snapshot` carry openraft's own messages;
+//! `/raft/read-index` asks the leader for the index a linearizable read on a follower must wait
+//! for. Each carries the API's bearer token when one is set. The client is blocking (`ureq`)
+//! and runs on the Raft runtime's blocking pool: openraft's network futures must be `Send`,
+//! which actix's client is not.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{Snapshot, Vote};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Member, NodeId, TypeConfig};
+
+/// The body of `/raft/snapshot`: the sender's vote, the snapshot's meta and the image itself.
+#[derive(Serialize)]
+pub struct SnapshotOut<'a> {
+    /// The leader's vote.
+    pub vote: Vote<NodeId>,
+    /// The snapshot's meta.
+    pub meta: &'a openraft::SnapshotMeta<NodeId, Member>,
+    /// The image, inline.
+    pub image: &'a RawValue,
+}
+
+/// `/raft/snapshot` as received.
+#[derive(Deserialize)]
+pub struct SnapshotIn {
+    /// The leader's vote.
+    pub vote: Vote<NodeId>,
+    /// The snapshot's meta.
+    pub meta: openraft::SnapshotMeta<NodeId, Member>,
+    /// The image, inline.
+    pub image: Box<RawValue>,
+}
+
+/// Why a call failed before a peer answered it.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer: connection refused, timed out, or a status that is not ours.
+    #[error("{0}")]
+    Unreachable(String),
+    /// An answer that is not the JSON expected.
+    #[error("a malformed answer: {0}")]
+    Malformed(String),
+}
+
+/// Makes a client per peer.
+#[derive(Debug, Clone)]
+pub struct Network {
+    agent: ureq::Agent,
+    token: Option<Arc<str>>,
+}
+
+impl Network {
+    /// A network whose calls carry `token` (the API's bearer token) when set.
+    pub fn new(token: Option<Arc<str>>) -> Network {
+        Network {
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_millis(500))
+                .build(),
+            token,
+        }
+    }
+
+    /// POSTs `body` to `http://{addr}{path}` and decodes the JSON answer; runs the blocking
+    /// call on the runtime's blocking pool.
+    pub async fn call<T: DeserializeOwned + Send + 'static>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        let url = format!("http://{addr}{path}");
+        let agent = self.agent.clone();
+        let token = self.token.clone();
+        let run = move || -> Result<T, CallError> {
+            let mut req = agent
+                .post(&url)
+                .timeout(timeout)
+                .set("content-type", "application/json");
+            if let Some(t) = &token {
+                req = req.set("authorization", &format!("Bearer {t}"));
+            }
+            let res = req
+                .send_bytes(&body)
+                .map_err(|e| CallError::Unreachable(e.to_string()))?;
+            let text = res
+                .into_string()
+                .map_err(|e| CallError::Unreachable(e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| CallError::Malformed(e.to_string()))
+        };
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| CallError::Unreachable(e.to_string()))?
+    }
+}
+
+/// A client of one peer.
+#[derive(Debug)]
+pub struct Peer {
+    net: Network,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        Peer {
+            net: self.clone(),
+            target,
+            addr: node.raft_addr.clone(),
+        }
+    }
+}
+
+fn unreachable<E: std::error::Error>(e: CallError) -> RPCError<NodeId, Member, E> {
+    match e {
+        CallError::Unreachable(m) => {
+            RPCError::Unreachable(Unreachable::new(&CallError::Unreachable(m)))
+        }
+        CallError::Malformed(m) => RPCError::Network(NetworkError::new(&CallError::Malformed(m))),
+    }
+}
+
+impl Peer {
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned + Send + 'static>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<Resp, RaftError<NodeId>> = self
+            .net
+            .call(&self.addr, path, body, option.hard_ttl())
+            .await
+            .map_err(unreachable)?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let fatal =
+            |e: String| StreamingError::Network(NetworkError::new(&CallError::Malformed(e)));
+        let text = std::str::from_utf8(&snapshot.snapshot).map_err(|e| fatal(e.to_string()))?;
+        let image: &RawValue = serde_json::from_str(text).map_err(|e| fatal(e.to_string()))?;
+        let body = serde_json::to_vec(&SnapshotOut {
+            vote,
+            meta: &snapshot.meta,
+            image,
+        })
+        .map_err(|e| fatal(e.to_string()))?;
+        let answer: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = self
+            .net
+            .call(&self.addr, "/raft/snapshot", body, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(m) => {
+                    StreamingError::Unreachable(Unreachable::new(&CallError::Unreachable(m)))
+                }
+                CallError::Malformed(m) => fatal(m),
+            })?;
+        answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
