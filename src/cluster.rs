@@ -215,6 +215,7 @@ pub struct Cluster {
     handle: tokio::runtime::Handle,
     net: network::Network,
     log: LogStore,
+    switch: Arc<Path>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -260,7 +261,8 @@ impl Cluster {
             .build()
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         let handle = rt.handle().clone();
-        let net = network::Network::new(settings.token.clone());
+        let switch: Arc<Path> = Arc::from(data_dir.join(DIR).join(network::PARTITION_FILE));
+        let net = network::Network::new(settings.token.clone(), Some(Arc::clone(&switch)));
         let sm = state_machine::StateMachine::new(&data_dir.join(DIR), store, readers, seed.stored);
         let log = seed.log.clone();
         let config = Arc::new(
@@ -294,6 +296,7 @@ impl Cluster {
             handle,
             net,
             log,
+            switch,
         }))
     }
 
@@ -305,6 +308,11 @@ impl Cluster {
         T: Send + 'static,
     {
         self.handle.spawn(f(self.raft.clone())).await.ok()
+    }
+
+    /// Whether the test-only partition switch cuts this node off (debug builds).
+    pub(crate) fn partitioned(&self) -> bool {
+        network::partitioned(Some(&self.switch))
     }
 
     /// The leader's id and API address, as this node knows them.

@@ -111,9 +111,19 @@ pub fn serve(
     };
     let r = &engine.recovered;
     let ms = r.time.as_millis();
-    let from = match &r.image {
-        Some(image) => image.path.display().to_string(),
-        None => format!("nothing (no snapshot in {})", config.data_dir.display()),
+    let from = match (&config.cluster, &r.image) {
+        (Some(_), _) => {
+            // A cluster node starts from its newest Raft snapshot; Raft then applies the
+            // committed entries after it again.
+            let raft = engine.dir.join(crate::cluster::DIR).join("snapshot.json");
+            if raft.exists() {
+                raft.display().to_string()
+            } else {
+                format!("nothing (no Raft snapshot in {})", config.data_dir.display())
+            }
+        }
+        (None, Some(image)) => image.path.display().to_string(),
+        (None, None) => format!("nothing (no snapshot in {})", config.data_dir.display()),
     };
     if let Some((torn, kept)) = &r.torn {
         say(&format!(

@@ -58,21 +58,34 @@ pub enum CallError {
     Malformed(String),
 }
 
+/// The test-only partition switch: in debug builds, while a file of this name exists in the
+/// Raft dir, the node neither sends nor answers Raft RPCs, as if its links were cut. Release
+/// builds never look.
+pub const PARTITION_FILE: &str = "test-partition";
+
+/// Whether the test switch cuts this node off (always `false` in release builds).
+pub fn partitioned(switch: Option<&std::path::Path>) -> bool {
+    cfg!(debug_assertions) && switch.is_some_and(|p| p.exists())
+}
+
 /// Makes a client per peer.
 #[derive(Debug, Clone)]
 pub struct Network {
     agent: ureq::Agent,
     token: Option<Arc<str>>,
+    switch: Option<Arc<std::path::Path>>,
 }
 
 impl Network {
-    /// A network whose calls carry `token` (the API's bearer token) when set.
-    pub fn new(token: Option<Arc<str>>) -> Network {
+    /// A network whose calls carry `token` (the API's bearer token) when set; `switch` is the
+    /// path of the [`PARTITION_FILE`].
+    pub fn new(token: Option<Arc<str>>, switch: Option<Arc<std::path::Path>>) -> Network {
         Network {
             agent: ureq::AgentBuilder::new()
                 .timeout_connect(Duration::from_millis(500))
                 .build(),
             token,
+            switch,
         }
     }
 
@@ -85,6 +98,9 @@ impl Network {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, CallError> {
+        if partitioned(self.switch.as_deref()) {
+            return Err(CallError::Unreachable("partitioned (test switch)".into()));
+        }
         let url = format!("http://{addr}{path}");
         let agent = self.agent.clone();
         let token = self.token.clone();

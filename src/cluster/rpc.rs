@@ -34,8 +34,12 @@ fn cluster(req: &HttpRequest) -> &Arc<Cluster> {
         .expect("the Raft listener registers its cluster")
 }
 
-/// Checks the bearer token (when the API has one): `Some(401)` when it is missing or wrong.
+/// Checks the bearer token (when the API has one): `Some(401)` when it is missing or wrong;
+/// `Some(503)` while the test-only partition switch is on.
 fn refused(req: &HttpRequest) -> Option<HttpResponse> {
+    if cluster(req).partitioned() {
+        return Some(HttpResponse::ServiceUnavailable().finish());
+    }
     let token = cluster(req).token.as_deref()?;
     let presented = req
         .headers()
