@@ -93,7 +93,7 @@ pub type Entry = openraft::Entry<TypeConfig>;
 type Raft = openraft::Raft<TypeConfig>;
 
 /// Why a cluster operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// This node does not lead; the leader's API address, when one is known.
     #[error("this node is not the leader")]
@@ -216,6 +216,15 @@ pub struct Cluster {
     net: network::Network,
     log: LogStore,
     switch: Arc<Path>,
+    reads: std::sync::Mutex<Rounds>,
+}
+
+/// Linearizable reads waiting for a read index: all that arrive while one round is out share
+/// the next, so a burst of reads costs one quorum round, not one each.
+#[derive(Debug, Default)]
+struct Rounds {
+    running: bool,
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, ClusterError>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -297,6 +306,7 @@ impl Cluster {
             net,
             log,
             switch,
+            reads: Default::default(),
         }))
     }
 
@@ -346,28 +356,71 @@ impl Cluster {
         }
     }
 
-    /// Waits until this node's map reflects every write answered before the call: the leader's
-    /// commit index, confirmed with a quorum, applied here.
-    pub async fn linearize(&self) -> Result<(), ClusterError> {
-        let index = match self.leader() {
-            Some((id, _)) if id == self.id => self.read_index_here().await?,
+    /// The index a linearizable read must see applied: the leader's commit index, confirmed
+    /// with a quorum, asked of the leader when this node follows.
+    async fn fetch_read_index(&self) -> Result<u64, ClusterError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => self.read_index_here().await,
             Some((_, leader)) => {
+                let net = self.net.clone();
                 let answer: Result<u64, String> = self
-                    .net
-                    .call(
-                        &leader.raft_addr,
-                        "/raft/read-index",
-                        Vec::new(),
-                        OP_TIMEOUT,
-                    )
+                    .run(move |_| async move {
+                        net.call(
+                            &leader.raft_addr,
+                            "/raft/read-index",
+                            Vec::new(),
+                            OP_TIMEOUT,
+                        )
+                        .await
+                    })
                     .await
+                    .ok_or(ClusterError::Stopped)?
                     .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-                answer.map_err(ClusterError::Unavailable)?
+                answer.map_err(ClusterError::Unavailable)
             }
-            None => {
-                return Err(ClusterError::NotLeader(None));
-            }
+            None => Err(ClusterError::NotLeader(None)),
+        }
+    }
+
+    /// Waits until this node's map reflects every write answered before the call: the leader's
+    /// commit index, confirmed with a quorum, applied here. Concurrent calls share rounds.
+    pub async fn linearize(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut r = self.reads.lock().expect("read rounds lock");
+            r.waiting.push(tx);
+            !std::mem::replace(&mut r.running, true)
         };
+        if start {
+            let me = Arc::clone(self);
+            self.handle.spawn(async move {
+                loop {
+                    // Everyone waiting now arrived before this round asks: it serves them all.
+                    let batch = {
+                        let mut r = me.reads.lock().expect("read rounds lock");
+                        if r.waiting.is_empty() {
+                            r.running = false;
+                            break;
+                        }
+                        std::mem::take(&mut r.waiting)
+                    };
+                    let answer = me.fetch_read_index().await;
+                    for tx in batch {
+                        let _ = tx.send(answer.clone());
+                    }
+                }
+            });
+        }
+        let index = rx.await.map_err(|_| ClusterError::Stopped)??;
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        if applied >= index {
+            return Ok(());
+        }
         let waited = self
             .run(move |raft| async move {
                 raft.wait(Some(OP_TIMEOUT))

@@ -119,7 +119,10 @@ pub fn serve(
             if raft.exists() {
                 raft.display().to_string()
             } else {
-                format!("nothing (no Raft snapshot in {})", config.data_dir.display())
+                format!(
+                    "nothing (no Raft snapshot in {})",
+                    config.data_dir.display()
+                )
             }
         }
         (None, Some(image)) => image.path.display().to_string(),
