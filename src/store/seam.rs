@@ -72,7 +72,7 @@ pub trait Sink: Send + fmt::Debug + 'static {
 /// batch, the leader's clock when it drained them, and the entry's Raft index.
 #[derive(Debug)]
 pub struct Committed {
-    /// The entry's index in the Raft log (recorded in `Published::logged`).
+    /// The entry's index in the Raft log.
     pub index: u64,
     /// The leader writer's clock when it drained the batch: what replay uses as `now`.
     pub now: u64,

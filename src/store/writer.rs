@@ -275,7 +275,6 @@ impl Writer {
         let mut checkpoints = Vec::new();
         let mut ops: Vec<Op> = Vec::new();
         let mut overlay = HashMap::new();
-        let mut last_index = 0;
         for cmd in batch.drain(..) {
             match cmd {
                 Command::Write { write, reply } => match &halted {
@@ -290,7 +289,6 @@ impl Writer {
                 Command::Commit { entries, reply } => {
                     let mut outcomes = Vec::with_capacity(entries.len());
                     for entry in entries {
-                        last_index = entry.index;
                         outcomes.push(self.apply_committed(entry, &mut ops, &mut overlay));
                     }
                     let _ = reply.send(outcomes);
@@ -302,7 +300,7 @@ impl Writer {
                 } => {
                     // Everything applied before the image is published first, so sinks see
                     // the batches in order.
-                    self.publish(std::mem::take(&mut ops), last_index);
+                    self.publish(std::mem::take(&mut ops));
                     overlay.clear();
                     self.seq = seq;
                     self.publish(
@@ -310,7 +308,6 @@ impl Writer {
                             entries: Arc::new(entries),
                             seq,
                         }],
-                        last_index,
                     );
                     let _ = reply.send(());
                 }
@@ -318,7 +315,7 @@ impl Writer {
                 Command::Shutdown => stop = true,
             }
         }
-        self.publish(ops, last_index);
+        self.publish(ops);
         let leads = self.proposer.as_ref().is_some_and(|p| p.leads());
         if halted.is_none() && leads && !self.expiring_proposed {
             // Only the leader decides expiry, as a write of its own, so every replica removes
@@ -400,8 +397,10 @@ impl Writer {
         outcomes
     }
 
-    /// Publishes `ops` (a no-op when empty) and hands them downstream.
-    fn publish(&mut self, mut ops: Vec<Op>, index: u64) {
+    /// Publishes `ops` (a no-op when empty) and hands them downstream. Nothing is in the
+    /// standalone log (the Raft log holds the entries), so `logged` is empty: the slot
+    /// snapshots of a cluster node record log position 0.
+    fn publish(&mut self, mut ops: Vec<Op>) {
         if ops.is_empty() {
             return;
         }
@@ -413,7 +412,7 @@ impl Writer {
         let published = Published {
             seq: self.seq,
             ops: ops.into(),
-            logged: Appended { index, bytes: 0 },
+            logged: Appended::default(),
         };
         for sink in &mut self.sinks {
             sink.published(&published);
