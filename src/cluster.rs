@@ -203,6 +203,46 @@ pub fn open(data_dir: &Path, flush: bool) -> std::io::Result<(Initial, Box<dyn P
     ))
 }
 
+/// `inspect`'s Raft section of a data dir (`None`: not a cluster node's). Reads only.
+pub fn inspect(data_dir: &Path) -> Option<serde_json::Value> {
+    let dir = data_dir.join(DIR);
+    if !dir.is_dir() {
+        return None;
+    }
+    let read = |name: &str| std::fs::read(dir.join(name)).ok();
+    let log = read(log_store::LOG_FILE).unwrap_or_default();
+    let scanned = log_store::scan(&log);
+    let vote: Option<serde_json::Value> = read(log_store::VOTE_FILE)
+        .and_then(|b| serde_json::from_slice::<openraft::Vote<NodeId>>(&b).ok())
+        .map(|v| serde_json::json!({"term": v.leader_id.term, "node": v.leader_id.node_id, "committed": v.committed}));
+    let snapshot = match state_machine::load(&dir) {
+        Ok(Some((stored, image))) => serde_json::json!({
+            "path": dir.join(state_machine::SNAPSHOT_FILE),
+            "last_log_index": stored.meta.last_log_id.map(|l| l.index),
+            "last_log_term": stored.meta.last_log_id.map(|l| l.leader_id.term),
+            "members": stored.meta.last_membership.membership().nodes().map(|(id, n)| serde_json::json!({"id": id, "addr": n.addr, "raft_addr": n.raft_addr})).collect::<Vec<_>>(),
+            "seq": image.seq,
+            "keys": image.entries.len(),
+        }),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    let first = scanned.entries.keys().next().copied();
+    let last = scanned.entries.keys().next_back().copied();
+    Some(serde_json::json!({
+        "log": {
+            "path": dir.join(log_store::LOG_FILE),
+            "entries": scanned.entries.len(),
+            "first_index": first,
+            "last_index": last,
+            "purged_through": scanned.purged.map(|p| p.index),
+            "torn_tail_bytes": log.len() - scanned.good,
+        },
+        "vote": vote,
+        "snapshot": snapshot,
+    }))
+}
+
 /// A running cluster node.
 pub struct Cluster {
     /// This node's id.

@@ -132,6 +132,9 @@ fn report(
                 "recovers_from": from,
                 "recovers_to_seq": to,
             });
+            if let Some(raft) = crate::cluster::inspect(path) {
+                doc["raft"] = raft;
+            }
             if let Err(e) = rec {
                 doc["error"] = json!(Chain(e).to_string());
             }
@@ -175,6 +178,26 @@ fn human(
                 f["error"].as_str().unwrap_or("?")
             )?;
         }
+    }
+    if let Some(raft) = crate::cluster::inspect(path) {
+        // A cluster node: the Raft dir is what it starts from; the slots are checkpoints.
+        let log = &raft["log"];
+        writeln!(out, "{}", log["path"].as_str().unwrap_or("?"))?;
+        writeln!(
+            out,
+            "  raft log:   {} entries, index {}..={} (purged through {}), torn tail {} bytes",
+            log["entries"],
+            log["first_index"],
+            log["last_index"],
+            log["purged_through"],
+            log["torn_tail_bytes"]
+        )?;
+        writeln!(out, "  vote:       {}", raft["vote"])?;
+        writeln!(out, "  snapshot:   {}", raft["snapshot"])?;
+        writeln!(
+            out,
+            "a cluster node starts from its Raft snapshot and applies the committed entries after it"
+        )?;
     }
     match rec {
         Ok(r) => {

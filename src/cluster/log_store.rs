@@ -91,6 +91,53 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What a scan of the log file found.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The live entries, by index.
+    pub entries: BTreeMap<u64, Entry>,
+    /// The last purged log id.
+    pub purged: Option<LogId<NodeId>>,
+    /// Valid lines.
+    pub lines: u64,
+    /// Bytes up to the end of the last valid line (the rest is a torn tail).
+    pub good: usize,
+}
+
+/// Replays the log file's lines, stopping at the first that is not valid (a torn tail).
+pub fn scan(bytes: &[u8]) -> Scanned {
+    let mut s = Scanned::default();
+    for raw in bytes.split_inclusive(|b| *b == b'\n') {
+        let Some(text) = raw.strip_suffix(b"\n") else {
+            break; // torn: no newline
+        };
+        let Some((inner, crc)) = split(text) else {
+            break;
+        };
+        if crc32c::crc32c(inner) != crc {
+            break;
+        }
+        let Ok(line) = serde_json::from_slice::<Line>(inner) else {
+            break;
+        };
+        match line {
+            Line::Entry(e) => {
+                s.entries.insert(e.log_id.index, e);
+            }
+            Line::Truncate(from) => {
+                s.entries.split_off(&from);
+            }
+            Line::Purge(id) => {
+                s.entries = s.entries.split_off(&(id.index + 1));
+                s.purged = Some(id);
+            }
+        }
+        s.lines += 1;
+        s.good += raw.len();
+    }
+    s
+}
+
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying it; a torn last line is cut off.
     pub fn open(dir: &Path, flush: bool) -> io::Result<LogStore> {
@@ -101,38 +148,12 @@ impl LogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut entries = BTreeMap::new();
-        let mut purged = None;
-        let mut lines = 0;
-        let mut good = 0;
-        for raw in bytes.split_inclusive(|b| *b == b'\n') {
-            let Some(text) = raw.strip_suffix(b"\n") else {
-                break; // torn: no newline
-            };
-            let Some((inner, crc)) = split(text) else {
-                break;
-            };
-            if crc32c::crc32c(inner) != crc {
-                break;
-            }
-            let Ok(line) = serde_json::from_slice::<Line>(inner) else {
-                break;
-            };
-            match line {
-                Line::Entry(e) => {
-                    entries.insert(e.log_id.index, e);
-                }
-                Line::Truncate(from) => {
-                    entries.split_off(&from);
-                }
-                Line::Purge(id) => {
-                    entries = entries.split_off(&(id.index + 1));
-                    purged = Some(id);
-                }
-            }
-            lines += 1;
-            good += raw.len();
-        }
+        let Scanned {
+            entries,
+            purged,
+            lines,
+            good,
+        } = scan(&bytes);
         if good < bytes.len() {
             tracing::warn!(
                 file = %path.display(), offset = good, bytes = bytes.len() - good,

@@ -303,12 +303,10 @@ impl Writer {
                     self.publish(std::mem::take(&mut ops));
                     overlay.clear();
                     self.seq = seq;
-                    self.publish(
-                        vec![Op::Reset {
-                            entries: Arc::new(entries),
-                            seq,
-                        }],
-                    );
+                    self.publish(vec![Op::Reset {
+                        entries: Arc::new(entries),
+                        seq,
+                    }]);
                     let _ = reply.send(());
                 }
                 Command::Checkpoint { reply } => checkpoints.push(reply),
