@@ -609,7 +609,19 @@ async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
             }
         };
         tokio::spawn(async move {
-            let answer = match rx.await {
+            // A leader cut off from its majority does not learn it has lost: without a bound,
+            // its clients would wait forever.
+            let Ok(answered) = tokio::time::timeout(OP_TIMEOUT, rx).await else {
+                let msg: Arc<str> = Arc::from(format!(
+                    "no majority confirmed the write within {} s",
+                    OP_TIMEOUT.as_secs()
+                ));
+                for r in replies {
+                    let _ = r.send(Err(WriteError::Unconfirmed(Arc::clone(&msg))));
+                }
+                return;
+            };
+            let answer = match answered {
                 Ok(Ok(resp)) => Ok(resp.data),
                 Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(WriteError::NotLeader(
                     f.leader_node.map(|n| Arc::from(n.addr)),
