@@ -276,6 +276,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// How long adding or removing a node may take (a learner catches up first).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long a linearizable read, a redirect lookup or a membership change may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -497,11 +500,14 @@ impl Cluster {
     pub async fn add(&self, id: NodeId, node: Member) -> Result<(), ClusterError> {
         let res = self
             .run(move |raft| async move {
-                raft.add_learner(id, node, true).await?;
-                let voters: BTreeSet<NodeId> = [id].into();
-                raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
-                    .await
-                    .map(|_| ())
+                tokio::time::timeout(MEMBERSHIP_TIMEOUT, async move {
+                    raft.add_learner(id, node, true).await?;
+                    let voters: BTreeSet<NodeId> = [id].into();
+                    raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
+                        .await
+                        .map(|_| ())
+                })
+                .await
             })
             .await
             .ok_or(ClusterError::Stopped)?;
@@ -512,12 +518,15 @@ impl Cluster {
     pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
         let res = self
             .run(move |raft| async move {
-                let ids: BTreeSet<NodeId> = [id].into();
-                raft.change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
-                    .await?;
-                raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
-                    .await
-                    .map(|_| ())
+                tokio::time::timeout(MEMBERSHIP_TIMEOUT, async move {
+                    let ids: BTreeSet<NodeId> = [id].into();
+                    raft.change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                        .await?;
+                    raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
+                        .await
+                        .map(|_| ())
+                })
+                .await
             })
             .await
             .ok_or(ClusterError::Stopped)?;
@@ -526,8 +535,17 @@ impl Cluster {
 
     fn membership_result(
         &self,
-        res: Result<(), RaftError<NodeId, ClientWriteError<NodeId, Member>>>,
+        res: Result<
+            Result<(), RaftError<NodeId, ClientWriteError<NodeId, Member>>>,
+            tokio::time::error::Elapsed,
+        >,
     ) -> Result<(), ClusterError> {
+        let Ok(res) = res else {
+            return Err(ClusterError::Unavailable(format!(
+                "the membership change did not complete within {} s (is the node reachable?)",
+                MEMBERSHIP_TIMEOUT.as_secs()
+            )));
+        };
         match res {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
