@@ -276,6 +276,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// What openraft's membership calls fail with.
+type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
+
 /// How long adding or removing a node may take (a learner catches up first).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -535,10 +538,7 @@ impl Cluster {
 
     fn membership_result(
         &self,
-        res: Result<
-            Result<(), RaftError<NodeId, ClientWriteError<NodeId, Member>>>,
-            tokio::time::error::Elapsed,
-        >,
+        res: Result<Result<(), MembershipError>, tokio::time::error::Elapsed>,
     ) -> Result<(), ClusterError> {
         let Ok(res) = res else {
             return Err(ClusterError::Unavailable(format!(
