@@ -611,6 +611,7 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
                     _ => return Err(ApiError::BadRequest("values must be true or false".into())),
                 }
             }
+            "consistency" => check_consistency(&value)?,
             _ => {}
         }
     }

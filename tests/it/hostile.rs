@@ -21,7 +21,10 @@
 //! - broken chunked encoding (bad size, chunk longer than declared, no final chunk, both
 //!   `Content-Length` and `Transfer-Encoding`);
 //! - a slowloris sender, thousands of idle connections, 100 pipelined GETs;
-//! - wrong methods (405 JSON) and unknown routes (404 JSON).
+//! - wrong methods (405 JSON) and unknown routes (404 JSON);
+//! - bad parameters of `GET /watch` (`since`, `Last-Event-ID`, `prefix` with `key`, bad keys,
+//!   `consistency`) and of blocking reads (`wait` without `index`, out-of-range or non-numeric
+//!   `wait` and `index`).
 //!
 //! Every socket has read and write timeouts, and every loop is bounded, so a misbehaving server
 //! fails a test rather than hanging it. The timeouts are hang guards, not performance claims.
@@ -306,6 +309,138 @@ fn malformed_request_lines_are_refused() {
                 Expect::Refused,
             ),
             case("100 KB request line (query)", long_query, Expect::Refused),
+        ],
+    );
+}
+
+#[test]
+fn bad_watch_and_blocking_read_parameters_are_refused() {
+    let (f, mut before) = start();
+    let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let with_header = |target: &str, header: &[u8]| {
+        let mut v = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
+        v.extend_from_slice(header);
+        v.extend_from_slice(b"\r\n\r\n");
+        v
+    };
+    let long_since = format!("/watch?since={}", "9".repeat(1000));
+    let long_key = format!("/watch?key={}", "k".repeat(2000));
+    run_cases(
+        &f,
+        &mut before,
+        vec![
+            case(
+                "watch since=abc",
+                get("/watch?since=abc"),
+                Expect::Json(400),
+            ),
+            case("watch since=-1", get("/watch?since=-1"), Expect::Json(400)),
+            case(
+                "watch since=1.x",
+                get("/watch?since=1.x"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch since=1.2.3",
+                get("/watch?since=1.2.3"),
+                Expect::Json(400),
+            ),
+            case("watch since=", get("/watch?since="), Expect::Json(400)),
+            case(
+                "watch since of 1000 digits",
+                get(&long_since),
+                Expect::Json(400),
+            ),
+            case(
+                "watch prefix and key",
+                get("/watch?prefix=a&key=b"),
+                Expect::Json(400),
+            ),
+            case("watch key= (empty)", get("/watch?key="), Expect::Json(400)),
+            case(
+                "watch key over the limit",
+                get(&long_key),
+                Expect::Json(400),
+            ),
+            case(
+                "watch key=a%00b",
+                get("/watch?key=a%00b"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch prefix=%zz",
+                get("/watch?prefix=%zz"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch prefix=%E0%A4",
+                get("/watch?prefix=%E0%A4"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch consistency=bogus",
+                get("/watch?consistency=bogus"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch Last-Event-ID: x",
+                with_header("/watch", b"Last-Event-ID: x"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch Last-Event-ID: 1.-1",
+                with_header("/watch", b"Last-Event-ID: 1.-1"),
+                Expect::Json(400),
+            ),
+            // Not visible ASCII: the header may be refused by the parser or by the route.
+            case(
+                "watch Last-Event-ID with a 0xFF byte",
+                with_header("/watch", b"Last-Event-ID: 1\xff"),
+                Expect::Refused,
+            ),
+            case(
+                "GET wait without index",
+                get("/kv/a?wait=5"),
+                Expect::Json(400),
+            ),
+            case("GET index=abc", get("/kv/a?index=abc"), Expect::Json(400)),
+            case("GET index=-1", get("/kv/a?index=-1"), Expect::Json(400)),
+            case("GET index=%zz", get("/kv/a?index=%zz"), Expect::Json(400)),
+            case(
+                "GET wait=-1",
+                get("/kv/a?index=1&wait=-1"),
+                Expect::Json(400),
+            ),
+            case(
+                "GET wait=1.5",
+                get("/kv/a?index=1&wait=1.5"),
+                Expect::Json(400),
+            ),
+            case(
+                "GET wait=601",
+                get("/kv/a?index=1&wait=601"),
+                Expect::Json(400),
+            ),
+            case(
+                "GET wait of 30 digits",
+                get("/kv/a?index=1&wait=999999999999999999999999999999"),
+                Expect::Json(400),
+            ),
+            case(
+                "GET index of 30 digits",
+                get("/kv/a?index=999999999999999999999999999999"),
+                Expect::Json(400),
+            ),
+            case(
+                "GET consistency=bogus",
+                get("/kv/a?consistency=bogus"),
+                Expect::Json(400),
+            ),
+            case(
+                "GET /kv consistency=bogus",
+                get("/kv?consistency=bogus"),
+                Expect::Json(400),
+            ),
         ],
     );
 }
