@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// mode on (needs --node-id).
     #[arg(long, env = "TWINKV_RAFT_ADDR", requires = "node_id")]
     pub raft_addr: Option<String>,
+    /// Cluster mode: build a Raft snapshot every this many entries (for tests of snapshot
+    /// transfer).
+    #[arg(long, env = "TWINKV_RAFT_SNAPSHOT_ENTRIES", default_value_t = defaults::RAFT_SNAPSHOT_ENTRIES, hide = true)]
+    pub raft_snapshot_entries: u64,
 }
 
 /// Flags of `twinkv inspect`.

@@ -118,6 +118,8 @@ pub struct Settings {
     pub me: Member,
     /// The API's bearer token: Raft RPCs carry it and require it.
     pub token: Option<Arc<str>>,
+    /// A Raft snapshot every this many entries.
+    pub snapshot_entries: u64,
 }
 
 /// What opening the Raft dir leaves for [`Cluster::start`], once the store runs.
@@ -285,8 +287,10 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a linearizable read, a redirect lookup or a membership change may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The Raft timing: heartbeats every 100 ms, an election after 0.5–1 s without one.
-fn config() -> Config {
+/// The Raft timing: heartbeats every 100 ms, an election after 0.5–1 s without one; a snapshot
+/// every `snapshot_entries` entries, keeping up to 1 000 entries before it for followers that
+/// lag a little (one that lags more receives the image).
+fn config(snapshot_entries: u64) -> Config {
     Config {
         cluster_name: "twinkv".into(),
         heartbeat_interval: 100,
@@ -294,8 +298,8 @@ fn config() -> Config {
         election_timeout_max: 1000,
         install_snapshot_timeout: 60_000,
         max_payload_entries: 64,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(50_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_entries),
+        max_in_snapshot_log_to_keep: (snapshot_entries / 2).min(1_000),
         ..Config::default()
     }
 }
@@ -321,7 +325,7 @@ impl Cluster {
         let sm = state_machine::StateMachine::new(&data_dir.join(DIR), store, readers, seed.stored);
         let log = seed.log.clone();
         let config = Arc::new(
-            config()
+            config(settings.snapshot_entries)
                 .validate()
                 .map_err(|e| ClusterError::Invalid(e.to_string()))?,
         );

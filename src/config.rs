@@ -67,6 +67,8 @@ pub struct ClusterConfig {
     pub node_id: u64,
     /// Where Raft RPCs are served.
     pub raft_addr: SocketAddr,
+    /// A Raft snapshot every this many entries.
+    pub snapshot_entries: u64,
 }
 
 /// Why the flags cannot be used.
@@ -154,7 +156,14 @@ impl Config {
                 {
                     return Err(ConfigError::NotLoopback(raft_addr));
                 }
-                Some(ClusterConfig { node_id, raft_addr })
+                Some(ClusterConfig {
+                    node_id,
+                    raft_addr,
+                    snapshot_entries: positive(
+                        args.raft_snapshot_entries as usize,
+                        "raft-snapshot-entries",
+                    )? as u64,
+                })
             }
             _ => None,
         };

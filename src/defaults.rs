@@ -33,3 +33,7 @@ pub const MAX_TTL_SECS: u64 = 315_360_000;
 pub const WATCH_HISTORY: usize = 100_000;
 /// The hidden `--watch-progress-ms`: an idle watch stream gets a progress event this often.
 pub const WATCH_PROGRESS_MS: u64 = 10_000;
+
+/// Cluster mode: a node builds a Raft snapshot (and purges the log before it) every this many
+/// entries.
+pub const RAFT_SNAPSHOT_ENTRIES: u64 = 50_000;

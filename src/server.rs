@@ -153,6 +153,7 @@ pub fn serve(
                     raft_addr: raft_local.to_string(),
                 },
                 token: config.auth_token.as_deref().map(std::sync::Arc::from),
+                snapshot_entries: c.snapshot_entries,
             };
             let cluster = crate::cluster::Cluster::start(
                 settings,
