@@ -381,6 +381,7 @@ impl Store {
             faults: faults.clone(),
             proposer,
             expiring_proposed: false,
+            expiry_answer: None,
         };
         let join = faults.spawn("twinkv-writer", move || writer.run())?;
         Ok(Store {

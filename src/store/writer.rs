@@ -116,6 +116,8 @@ pub(super) struct Writer {
     pub(super) proposer: Option<Box<dyn Proposer>>,
     /// Cluster mode: a proposal of due keys is in flight; the next waits for it to be applied.
     pub(super) expiring_proposed: bool,
+    /// Cluster mode: the answer to the first write of that proposal, to notice a refusal.
+    pub(super) expiry_answer: Option<tokio::sync::oneshot::Receiver<Result<Written, WriteError>>>,
 }
 
 impl Writer {
@@ -315,6 +317,17 @@ impl Writer {
         }
         self.publish(ops);
         let leads = self.proposer.as_ref().is_some_and(|p| p.leads());
+        // The last expiry proposal was refused (leadership lost, no majority): propose again.
+        if let Some(rx) = &mut self.expiry_answer {
+            match rx.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                Ok(Ok(_)) => self.expiry_answer = None,
+                Ok(Err(_)) | Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    self.expiry_answer = None;
+                    self.expiring_proposed = false;
+                }
+            }
+        }
         if halted.is_none() && leads && !self.expiring_proposed {
             // Only the leader decides expiry, as a write of its own, so every replica removes
             // the same keys at the same seqs. One proposal at a time: the next waits until this
@@ -322,13 +335,22 @@ impl Writer {
             let due = self.expiring.due(now, MAX_EXPIRE_ROUND);
             if !due.is_empty() {
                 self.expiring_proposed = true;
-                for key in due {
-                    proposed.push(Logged::Expire { key });
-                    let (reply, _) = tokio::sync::oneshot::channel();
+                for (n, key) in due.iter().enumerate() {
+                    proposed.push(Logged::Expire {
+                        key: Arc::clone(key),
+                    });
+                    let (reply, rx) = tokio::sync::oneshot::channel();
+                    if n == 0 {
+                        self.expiry_answer = Some(rx);
+                    }
                     replies.push(reply);
                 }
             }
         }
+        // Keys still due stay so until their removal is committed (a follower waits for the
+        // leader's entry, a leader for its proposal): wake a tick later, or as soon as a
+        // command comes, not at once, or the writer would spin.
+        self.stalled = self.expiring.next_in(now) == Some(Duration::ZERO);
         if !proposed.is_empty() {
             if let Some(p) = &mut self.proposer {
                 p.propose(now, proposed, replies);
