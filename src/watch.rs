@@ -168,19 +168,40 @@ impl Subscription {
                 Some(b) => b,
                 None => self.live.recv().await?,
             };
-            let seq = batch.first().map_or(0, |e| e.seq);
-            if seq < self.since.seq {
-                continue;
+            if let Some(taken) = self.resume(batch) {
+                return Some(taken);
             }
-            if seq == self.since.seq {
-                let skip = self.since.skip.min(batch.len());
-                if skip == batch.len() {
-                    continue;
-                }
-                return Some((skip, batch.into_iter().skip(skip).collect()));
-            }
-            return Some((0, batch));
         }
+    }
+
+    /// Like [`Subscription::next`], but only what is already queued: `None` when nothing is
+    /// (the stream then writes what it has gathered instead of waiting).
+    pub fn try_next(&mut self) -> Option<(usize, Vec<Event>)> {
+        loop {
+            let batch = match self.backlog.pop_front() {
+                Some(b) => b,
+                None => self.live.try_recv().ok()?,
+            };
+            if let Some(taken) = self.resume(batch) {
+                return Some(taken);
+            }
+        }
+    }
+
+    /// What of `batch` comes after the resume point.
+    fn resume(&self, batch: Vec<Event>) -> Option<(usize, Vec<Event>)> {
+        let seq = batch.first().map_or(0, |e| e.seq);
+        if seq < self.since.seq {
+            return None;
+        }
+        if seq == self.since.seq {
+            let skip = self.since.skip.min(batch.len());
+            if skip == batch.len() {
+                return None;
+            }
+            return Some((skip, batch.into_iter().skip(skip).collect()));
+        }
+        Some((0, batch))
     }
 }
 

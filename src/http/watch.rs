@@ -164,56 +164,67 @@ fn hello(format: Format, seq: u64) -> Bytes {
     }
 }
 
-/// The JSON of one event.
-fn event_json(e: &Event, id: &str) -> String {
-    let mut out = String::with_capacity(96);
-    out.push_str("{\"id\":");
-    out.push_str(&serde_json::to_string(id).expect("a string"));
-    out.push_str(&format!(
-        ",\"seq\":{},\"type\":\"{}\",\"key\":",
-        e.seq,
-        e.kind.as_str()
-    ));
-    out.push_str(&serde_json::to_string(&*e.key).expect("a string"));
-    match (&e.entry, e.kind) {
-        (Some(entry), Kind::Put) => {
-            out.push_str(",\"value\":");
-            out.push_str(std::str::from_utf8(entry.json()).unwrap_or("null"));
-            out.push_str(&format!(",\"version\":{}}}", entry.version()));
-        }
-        _ => out.push_str(&format!(",\"version\":{}}}", e.seq)),
-    }
-    out
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing a string into memory");
 }
 
-/// One batch of events (one seq's matching events, the first at `first`), as text: all but
-/// the last carry `id: <seq>.<i>`, the last `id: <seq>`, so a resume never splits a seq wrongly.
-fn format_batch(format: Format, first: usize, batch: &[Event]) -> Bytes {
-    let mut out = String::new();
+/// Appends the JSON of one event.
+fn event_json(out: &mut Vec<u8>, e: &Event, id: &[u8]) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b"\",\"seq\":");
+    out.extend_from_slice(n.format(e.seq).as_bytes());
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(e.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"key\":");
+    push_json_str(out, &e.key);
+    let version = match (&e.entry, e.kind) {
+        (Some(entry), Kind::Put) => {
+            out.extend_from_slice(b",\"value\":");
+            out.extend_from_slice(entry.json());
+            entry.version()
+        }
+        _ => e.seq,
+    };
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(n.format(version).as_bytes());
+    out.push(b'}');
+}
+
+/// Appends one batch of events (one seq's matching events, the first at `first`) as text: all
+/// but the last carry `id: <seq>.<i>`, the last `id: <seq>`, so a resume never splits a seq
+/// wrongly.
+fn format_batch(out: &mut Vec<u8>, format: Format, first: usize, batch: &[Event]) {
     let last = batch.len().saturating_sub(1);
+    let mut id = Vec::with_capacity(24);
     for (n, e) in batch.iter().enumerate() {
-        let id = if n == last {
-            e.seq.to_string()
-        } else {
-            format!("{}.{}", e.seq, first + n)
-        };
-        let data = event_json(e, &id);
+        id.clear();
+        id.extend_from_slice(itoa::Buffer::new().format(e.seq).as_bytes());
+        if n != last {
+            id.push(b'.');
+            id.extend_from_slice(itoa::Buffer::new().format(first + n).as_bytes());
+        }
         match format {
             Format::Sse => {
-                out.push_str("id: ");
-                out.push_str(&id);
-                out.push_str("\ndata: ");
-                out.push_str(&data);
-                out.push_str("\n\n");
+                out.extend_from_slice(b"id: ");
+                out.extend_from_slice(&id);
+                out.extend_from_slice(b"\ndata: ");
+                event_json(out, e, &id);
+                out.extend_from_slice(b"\n\n");
             }
             Format::Ndjson => {
-                out.push_str(&data);
-                out.push('\n');
+                event_json(out, e, &id);
+                out.push(b'\n');
             }
         }
     }
-    Bytes::from(out)
 }
+
+/// Most text one chunk of a watch stream gathers from batches already queued: under a burst
+/// of writes a watcher gets one write of many events instead of one per event.
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A watch response's body.
 struct Stream {
@@ -239,8 +250,15 @@ impl Stream {
         tokio::select! {
             next = self.sub.next() => match next {
                 Some((first, batch)) => {
-                    let text = format_batch(self.format, first, &batch);
-                    Some((Ok(text), self))
+                    let mut text = Vec::with_capacity(256);
+                    format_batch(&mut text, self.format, first, &batch);
+                    while text.len() < CHUNK_BYTES {
+                        let Some((first, batch)) = self.sub.try_next() else {
+                            break;
+                        };
+                        format_batch(&mut text, self.format, first, &batch);
+                    }
+                    Some((Ok(Bytes::from(text)), self))
                 }
                 None => {
                     self.done = true;
