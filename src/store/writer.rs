@@ -277,6 +277,7 @@ impl Writer {
         let mut checkpoints = Vec::new();
         let mut ops: Vec<Op> = Vec::new();
         let mut overlay = HashMap::new();
+        let mut applied = Vec::new();
         for cmd in batch.drain(..) {
             match cmd {
                 Command::Write { write, reply } => match &halted {
@@ -293,7 +294,9 @@ impl Writer {
                     for entry in entries {
                         outcomes.push(self.apply_committed(entry, &mut ops, &mut overlay));
                     }
-                    let _ = reply.send(outcomes);
+                    // Answered only once published: openraft counts the entries applied when
+                    // it hears back, and a linearizable read waits for exactly that.
+                    applied.push((reply, outcomes));
                 }
                 Command::Reset {
                     entries,
@@ -303,6 +306,9 @@ impl Writer {
                     // Everything applied before the image is published first, so sinks see
                     // the batches in order.
                     self.publish(std::mem::take(&mut ops));
+                    for (reply, outcomes) in applied.drain(..) {
+                        let _ = reply.send(outcomes);
+                    }
                     overlay.clear();
                     self.seq = seq;
                     self.publish(vec![Op::Reset {
@@ -316,6 +322,9 @@ impl Writer {
             }
         }
         self.publish(ops);
+        for (reply, outcomes) in applied {
+            let _ = reply.send(outcomes);
+        }
         let leads = self.proposer.as_ref().is_some_and(|p| p.leads());
         // The last expiry proposal was refused (leadership lost, no majority): propose again.
         if let Some(rx) = &mut self.expiry_answer {
