@@ -10,6 +10,11 @@
 //!   is there and writes go on.
 //! - A partitioned (test switch `data/raft/test-partition`) or stopped (SIGSTOP) leader answers
 //!   no write; the others elect a new one; once healed it steps down and the three converge.
+//! - A short random history of reads, writes and compare-and-sets across a leader kill and
+//!   restart passes a per-key register check (and a long one with more faults, ignored by
+//!   default). With reads on the restarted node while it catches up it does not: such a node
+//!   serves stale linearizable reads (`restarted_node_serves_no_stale_linearizable_read` and
+//!   `linearizable_history_short`, both ignored as that bug).
 //! - Raft RPCs need the token; a non-loopback `--raft-addr` without one is refused; standalone,
 //!   the `/cluster` routes are 404.
 //!
@@ -156,6 +161,26 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
             }
             Err(_) => thread::sleep(POLL),
         }
+    }
+}
+
+/// A deterministic generator, so a failing run can be replayed from its printed seed.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Rng(nanos | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
     }
 }
 
@@ -1304,6 +1329,678 @@ fn partitioned_leader_answers_no_write() {
             signal(n.pid(), Signal::CONT)
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Linearizable histories
+
+/// Keys the history clients share.
+const HISTORY_KEYS: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Read,
+    Put { value: String },
+    Cas { value: String, expected: u64 },
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// A read's 200 (version, value) or 404 (`None`); a write's 2xx version.
+    Done(Option<(u64, String)>),
+    /// A CAS's 412: not applied, and the key was not at the version expected.
+    Refused,
+    /// Definitely not applied: never sent (no connection), or a redirect never followed to an
+    /// answer.
+    NotSent,
+    /// No answer, or 503: a write may or may not have been applied; a read tells nothing.
+    Unknown(String),
+}
+
+/// One operation of a history. `node` (where it was sent) is for violation reports.
+#[derive(Debug, Clone)]
+struct Op {
+    client: usize,
+    key: usize,
+    kind: Kind,
+    node: String,
+    start: Duration,
+    end: Duration,
+    outcome: Outcome,
+}
+
+/// One history client: random linearizable GETs on random nodes, PUTs and If-Match CASes
+/// (with the last version it saw) to random nodes, following 307s.
+fn history_client(
+    client_no: usize,
+    seed: u64,
+    addrs: &[String],
+    readable: &[AtomicBool],
+    t0: Instant,
+    stop: &AtomicBool,
+) -> Vec<Op> {
+    let mut rng = Rng(seed.wrapping_mul(client_no as u64 * 2 + 1) | 1);
+    let agent = client(CLIENT_TIMEOUT);
+    let mut known: [Option<u64>; HISTORY_KEYS] = [None; HISTORY_KEYS];
+    let mut ops = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let key = rng.below(HISTORY_KEYS as u64) as usize;
+        let roll = rng.below(10);
+        n += 1;
+        let value = format!("c{client_no}-{n}");
+        let kind = match (roll, known[key]) {
+            (0..=4, _) => Kind::Read,
+            (5..=7, _) | (_, None) => Kind::Put { value },
+            (_, Some(expected)) => Kind::Cas { value, expected },
+        };
+        // Reads go to a node marked readable (any, if none is); writes to any node.
+        let pool: Vec<usize> = (0..addrs.len())
+            .filter(|&i| !matches!(kind, Kind::Read) || readable[i].load(Ordering::Relaxed))
+            .collect();
+        let node = match pool.len() {
+            0 => addrs[rng.below(addrs.len() as u64) as usize].clone(),
+            n => addrs[pool[rng.below(n as u64) as usize]].clone(),
+        };
+        let start = t0.elapsed();
+        let outcome = match &kind {
+            Kind::Read => {
+                let url = format!("http://{node}/kv/h{key}?consistency=linearizable");
+                match call(&agent, "GET", &url, &[], None) {
+                    Ok(r) if r.status == 200 => {
+                        let v = etag_version(&r).expect("a 200 GET has an ETag");
+                        known[key] = Some(v);
+                        Outcome::Done(Some((v, r.text())))
+                    }
+                    Ok(r) if r.status == 404 => Outcome::Done(None),
+                    Ok(r) if r.status == 503 => Outcome::Unknown("503".into()),
+                    Ok(r) => panic!("GET h{key} on {node}: {} {}", r.status, r.text()),
+                    Err(e) => Outcome::Unknown(transport(&e)),
+                }
+            }
+            Kind::Put { value } | Kind::Cas { value, .. } => {
+                let tag;
+                let mut headers = Vec::new();
+                if let Kind::Cas { expected, .. } = &kind {
+                    tag = format!("\"{expected}\"");
+                    headers.push(("If-Match", tag.as_str()));
+                }
+                let url = format!("http://{node}/kv/h{key}");
+                match follow(&agent, "PUT", &url, &headers, Some(value.as_bytes())) {
+                    Ok((r, _)) if r.status == 200 || r.status == 201 => {
+                        let v = etag_version(&r).expect("a 2xx PUT has an ETag");
+                        known[key] = Some(v);
+                        Outcome::Done(Some((v, value.clone())))
+                    }
+                    Ok((r, _)) if r.status == 412 && matches!(kind, Kind::Cas { .. }) => {
+                        // Its ETag may name a write no one read back: learn versions from
+                        // reads and answered writes only.
+                        known[key] = None;
+                        Outcome::Refused
+                    }
+                    Ok((r, _)) if r.status == 307 => Outcome::NotSent,
+                    Ok((r, _)) if r.status == 503 => Outcome::Unknown("503".into()),
+                    Ok((r, _)) => panic!("PUT h{key} via {node}: {} {}", r.status, r.text()),
+                    // No connection, so nothing sent (a redirect's target is refused too).
+                    Err(e) if e.contains("Connect error") => Outcome::NotSent,
+                    Err(e) => Outcome::Unknown(transport(&e)),
+                }
+            }
+        };
+        ops.push(Op {
+            client: client_no,
+            key,
+            kind,
+            node,
+            start,
+            end: t0.elapsed(),
+            outcome,
+        });
+        thread::sleep(Duration::from_millis(rng.below(10)));
+    }
+    ops
+}
+
+/// The value a write op sent.
+fn sent_value(op: &Op) -> Option<&str> {
+    match &op.kind {
+        Kind::Read => None,
+        Kind::Put { value } | Kind::Cas { value, .. } => Some(value),
+    }
+}
+
+/// Checks a history against a register per key (no deletes). Returns every violation.
+fn check_history(ops: &[Op]) -> Vec<String> {
+    let mut bad = Vec::new();
+    // Every write by its (unique) value.
+    let by_value: BTreeMap<&str, &Op> = ops
+        .iter()
+        .filter_map(|o| sent_value(o).map(|v| (v, o)))
+        .collect();
+    // Versions of successful writes: unique.
+    let mut version_of: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut value_at: BTreeMap<u64, &str> = BTreeMap::new();
+    for o in ops {
+        if let (Some(value), Outcome::Done(Some((v, _)))) = (sent_value(o), &o.outcome) {
+            if let Some(other) = value_at.insert(*v, value) {
+                bad.push(format!("version {v} answered for both {other} and {value}"));
+            }
+            version_of.insert(value, *v);
+        }
+    }
+    // Reads: each returns a value some write sent, at that write's version.
+    for r in ops.iter().filter(|o| matches!(o.kind, Kind::Read)) {
+        let Outcome::Done(Some((v, value))) = &r.outcome else {
+            continue;
+        };
+        let Some(w) = by_value.get(value.as_str()) else {
+            bad.push(format!("read of a value never written: {r:?}"));
+            continue;
+        };
+        if w.key != r.key {
+            bad.push(format!(
+                "read {value} on h{} but it was written to h{}",
+                r.key, w.key
+            ));
+        }
+        if w.start > r.end {
+            bad.push(format!(
+                "read {value} before its write began: {r:?} / {w:?}"
+            ));
+        }
+        match &w.outcome {
+            Outcome::Refused | Outcome::NotSent => {
+                bad.push(format!("read a value never applied: {r:?} / {w:?}"))
+            }
+            Outcome::Done(_) | Outcome::Unknown(_) => {}
+        }
+        match version_of.get(value.as_str()) {
+            Some(known) if known != v => bad.push(format!(
+                "{value} read at version {v}, written at {known}: {r:?}"
+            )),
+            Some(_) => {}
+            None => {
+                // An unanswered write, seen applied: its version is what reads say.
+                if let Some(other) = value_at.get(v).filter(|o| **o != value.as_str()) {
+                    bad.push(format!("version {v} read as {value} and as {other}"));
+                }
+                version_of.insert(w_value(w), *v);
+                value_at.insert(*v, w_value(w));
+            }
+        }
+    }
+    for key in 0..HISTORY_KEYS {
+        let on: Vec<&Op> = ops.iter().filter(|o| o.key == key).collect();
+        // (end, version) of every op known to have applied or observed a version.
+        let observed: Vec<(Duration, u64, &Op)> = on
+            .iter()
+            .filter_map(|o| match &o.outcome {
+                Outcome::Done(Some((v, _))) => Some((o.end, *v, *o)),
+                _ => None,
+            })
+            .collect();
+        for o in &on {
+            // No op begun after another ended may see an older version than it did.
+            let floor = observed
+                .iter()
+                .filter(|(end, _, _)| *end < o.start)
+                .max_by_key(|(_, v, _)| *v);
+            match (&o.kind, &o.outcome, floor) {
+                (Kind::Read, Outcome::Done(None), Some((_, v, by))) => bad.push(format!(
+                    "h{key} read as absent after version {v} was seen: {o:?} after {by:?}"
+                )),
+                (_, Outcome::Done(Some((v, _))), Some((_, fv, by))) if v < fv => {
+                    let what = if matches!(o.kind, Kind::Read) {
+                        "read"
+                    } else {
+                        "written"
+                    };
+                    bad.push(format!(
+                        "h{key} {what} at version {v} after version {fv} was seen: {o:?} after {by:?}"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        // Applied versions of this key, known so far.
+        let applied: BTreeSet<u64> = on
+            .iter()
+            .filter_map(|o| sent_value(o).and_then(|v| version_of.get(v)).copied())
+            .collect();
+        for o in &on {
+            let Kind::Cas { expected, .. } = &o.kind else {
+                continue;
+            };
+            match &o.outcome {
+                Outcome::Done(Some((v, _))) => {
+                    if expected >= v {
+                        bad.push(format!("CAS from {expected} answered version {v}: {o:?}"));
+                    } else if let Some(between) = applied.range(expected + 1..*v).next() {
+                        bad.push(format!(
+                            "CAS from {expected} to {v} succeeded though version {between} came between: {o:?}"
+                        ));
+                    } else if !applied.contains(expected) {
+                        bad.push(format!(
+                            "CAS from {expected}, a version h{key} never had: {o:?}"
+                        ));
+                    }
+                }
+                Outcome::Refused => {
+                    // Something must have moved the key past `expected` (or may have).
+                    let moved = on.iter().any(|w| {
+                        !std::ptr::eq(*w, *o)
+                            && w.start < o.end
+                            && match (&w.kind, &w.outcome) {
+                                (Kind::Read, _) => false,
+                                (_, Outcome::Done(Some((v, _)))) => v > expected,
+                                (_, Outcome::Unknown(_)) => sent_value(w)
+                                    .and_then(|v| version_of.get(v))
+                                    .is_none_or(|v| v > expected),
+                                _ => false,
+                            }
+                    });
+                    if !moved {
+                        bad.push(format!(
+                            "CAS from {expected} refused, but nothing moved h{key} past it: {o:?}"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    bad
+}
+
+fn w_value(w: &Op) -> &str {
+    sent_value(w).expect("a write")
+}
+
+/// The checker itself, on made-up histories: a clean one passes, and each kind of violation
+/// is caught.
+#[test]
+fn history_checker_catches_violations() {
+    let ms = Duration::from_millis;
+    let op = |key, kind, start, end, outcome| Op {
+        client: 0,
+        key,
+        kind,
+        node: String::new(),
+        start: ms(start),
+        end: ms(end),
+        outcome,
+    };
+    let put = |value: &str| Kind::Put {
+        value: value.into(),
+    };
+    let cas = |value: &str, expected| Kind::Cas {
+        value: value.into(),
+        expected,
+    };
+    let done = |v, value: &str| Outcome::Done(Some((v, value.into())));
+    let clean = vec![
+        op(0, Kind::Read, 0, 1, Outcome::Done(None)),
+        op(0, put("a"), 2, 3, done(5, "a")),
+        op(0, Kind::Read, 4, 5, done(5, "a")),
+        op(0, put("b"), 4, 9, Outcome::Unknown("timed out".into())),
+        op(0, Kind::Read, 10, 11, done(7, "b")),
+        op(0, cas("c", 7), 12, 13, done(8, "c")),
+        op(0, cas("d", 7), 14, 15, Outcome::Refused),
+        op(0, Kind::Read, 16, 17, done(8, "c")),
+    ];
+    assert_eq!(check_history(&clean), Vec::<String>::new());
+    let cases: Vec<(&str, Vec<Op>)> = vec![
+        (
+            "stale read",
+            vec![
+                op(0, put("a"), 0, 1, done(3, "a")),
+                op(0, put("b"), 2, 3, done(5, "b")),
+                op(0, Kind::Read, 4, 5, done(3, "a")),
+            ],
+        ),
+        (
+            "absent after a write",
+            vec![
+                op(0, put("a"), 0, 1, done(3, "a")),
+                op(0, Kind::Read, 2, 3, Outcome::Done(None)),
+            ],
+        ),
+        (
+            "a value never written",
+            vec![op(0, Kind::Read, 0, 1, done(3, "zz"))],
+        ),
+        (
+            "a refused write read back",
+            vec![
+                op(0, cas("a", 1), 0, 1, Outcome::Refused),
+                op(0, Kind::Read, 2, 3, done(4, "a")),
+            ],
+        ),
+        (
+            "a write never sent read back",
+            vec![
+                op(0, put("a"), 0, 1, Outcome::NotSent),
+                op(0, Kind::Read, 2, 3, done(4, "a")),
+            ],
+        ),
+        (
+            "a version twice",
+            vec![
+                op(0, put("a"), 0, 1, done(3, "a")),
+                op(1, put("b"), 0, 1, done(3, "b")),
+            ],
+        ),
+        (
+            "a CAS over a newer version",
+            vec![
+                op(0, put("a"), 0, 1, done(3, "a")),
+                op(0, put("b"), 2, 3, done(5, "b")),
+                op(0, cas("c", 3), 4, 5, done(6, "c")),
+            ],
+        ),
+        (
+            "a CAS refused though the key was at its version",
+            vec![
+                op(0, put("a"), 0, 1, done(3, "a")),
+                op(0, cas("b", 3), 2, 3, Outcome::Refused),
+            ],
+        ),
+        (
+            "writes out of real-time order",
+            vec![
+                op(0, put("a"), 0, 1, done(6, "a")),
+                op(0, put("b"), 2, 3, done(4, "b")),
+            ],
+        ),
+    ];
+    for (what, ops) in cases {
+        assert!(!check_history(&ops).is_empty(), "{what} passed the checker");
+    }
+}
+
+/// Runs history clients against `c` while `faults` runs on this thread; then checks the
+/// history and that every node converged on the same registers. `faults` may mark nodes
+/// unreadable (by index, id - 1): reads then go to the others.
+fn history(
+    c: &mut Cluster,
+    clients: usize,
+    faults: impl FnOnce(&mut Cluster, &mut Rng, &[AtomicBool]),
+) {
+    let mut rng = Rng::seeded();
+    let seed = rng.0;
+    eprintln!("history seed {seed}");
+    let addrs = c.addrs();
+    let readable: Vec<AtomicBool> = addrs.iter().map(|_| AtomicBool::new(true)).collect();
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let ops: Vec<Op> = thread::scope(|s| {
+        let threads: Vec<_> = (0..clients)
+            .map(|i| {
+                let (addrs, readable, stop) = (&addrs, &readable, &stop);
+                s.spawn(move || history_client(i, seed, addrs, readable, t0, stop))
+            })
+            .collect();
+        faults(c, &mut rng, &readable);
+        stop.store(true, Ordering::Relaxed);
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("a history client panicked"))
+            .collect()
+    });
+    let count = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
+    eprintln!(
+        "history: {} ops, {} reads answered, {} writes answered, {} CAS refused, {} not sent, {} unknown",
+        ops.len(),
+        count(|o| matches!((&o.kind, &o.outcome), (Kind::Read, Outcome::Done(_)))),
+        count(|o| !matches!(o.kind, Kind::Read) && matches!(o.outcome, Outcome::Done(_))),
+        count(|o| matches!(o.outcome, Outcome::Refused)),
+        count(|o| matches!(o.outcome, Outcome::NotSent)),
+        count(|o| matches!(o.outcome, Outcome::Unknown(_))),
+    );
+    let mut per_node: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &ops {
+        let e = per_node.entry(o.node.as_str()).or_default();
+        e.0 += 1;
+        match &o.outcome {
+            Outcome::Done(_) => e.1 += 1,
+            Outcome::Unknown(why) => *reasons.entry(why.as_str()).or_default() += 1,
+            Outcome::Refused | Outcome::NotSent => {}
+        }
+    }
+    eprintln!("history: (sent, answered) per node {per_node:?}; unknown outcomes {reasons:?}");
+    let bad = check_history(&ops);
+    assert!(
+        bad.is_empty(),
+        "seed {seed}: {} violations, the first: {:#?}\n{}",
+        bad.len(),
+        &bad[..bad.len().min(10)],
+        c.stderrs()
+    );
+    let all = c.ids();
+    c.wait_leader(&all);
+    c.wait_converged(&all);
+    let held = c.wait_same_listing(&all, "h");
+    // What every node ends with is the last answered write or later.
+    for key in 0..HISTORY_KEYS {
+        let last = ops
+            .iter()
+            .filter(|o| o.key == key && !matches!(o.kind, Kind::Read))
+            .filter_map(|o| match &o.outcome {
+                Outcome::Done(Some((v, _))) => Some(*v),
+                _ => None,
+            })
+            .max();
+        if let Some(last) = last {
+            let (_, v) = held
+                .get(&format!("h{key}"))
+                .unwrap_or_else(|| panic!("h{key} is gone"));
+            assert!(*v >= last, "h{key} ends at {v}, before the answered {last}");
+        }
+    }
+    for i in 0..clients {
+        assert!(ops.iter().any(|o| o.client == i), "client {i} did nothing");
+    }
+}
+
+impl Cluster {
+    /// Waits until node `id` has applied everything the leader of the cluster had committed
+    /// when this was called (the node may still lag what was committed since).
+    fn wait_caught_up(&self, id: u64) {
+        let all = self.ids();
+        let target = wait_for("the leader's commit index", || {
+            let l = self.agreed_leader(&all)?;
+            let s = self.node(l).status(&self.probe).ok_or("no status")?;
+            Ok(num(&s, "commit_index"))
+        });
+        wait_for(&format!("node {id} applies up to {target}"), || {
+            let s = self.node(id).status(&self.probe).ok_or("no status")?;
+            let applied = num(&s, "applied_index");
+            if applied >= target {
+                Ok(())
+            } else {
+                Err(format!("applied {applied}"))
+            }
+        })
+    }
+}
+
+/// The short history's fault: kill -9 the leader after 3 s, restart it a second after a new
+/// leader is elected, go on for 2 s more. With `hold_reads`, reads stay off the killed node
+/// from the kill until it has caught up after its restart.
+fn kill_and_restart_leader(c: &mut Cluster, readable: &[AtomicBool], hold_reads: bool) {
+    let all = c.ids();
+    thread::sleep(Duration::from_secs(3));
+    let leader = c.wait_leader(&all);
+    if hold_reads {
+        readable[(leader - 1) as usize].store(false, Ordering::Relaxed);
+    }
+    c.node_mut(leader).kill();
+    let rest: Vec<u64> = all.iter().copied().filter(|&i| i != leader).collect();
+    c.wait_leader(&rest);
+    thread::sleep(Duration::from_secs(1));
+    c.node_mut(leader).restart();
+    c.wait_leader(&all);
+    if hold_reads {
+        c.wait_caught_up(leader);
+        readable[(leader - 1) as usize].store(true, Ordering::Relaxed);
+    }
+    thread::sleep(Duration::from_secs(2));
+}
+
+/// Reads on every node at any time, the restarted one included while it catches up.
+#[test]
+#[ignore = "bug: a node catching up after a restart answers linearizable reads from a state \
+            older than writes answered before the read began (see \
+            restarted_node_serves_no_stale_linearizable_read)"]
+fn linearizable_history_short() {
+    let mut c = Cluster::start(3);
+    history(&mut c, 4, |c, _, readable| {
+        kill_and_restart_leader(c, readable, false)
+    });
+}
+
+/// As `linearizable_history_short`, but reads keep off the killed leader from its kill until
+/// it has caught up after its restart (writes still go to it), which steers clear of the bug
+/// that test is ignored for; everything else is checked the same.
+#[test]
+fn linearizable_history_short_reads_after_catch_up() {
+    let mut c = Cluster::start(3);
+    history(&mut c, 4, |c, _, readable| {
+        kill_and_restart_leader(c, readable, true)
+    });
+}
+
+/// A node restarted after missing writes must not answer a linearizable read from an older
+/// state: no write happens after the restart, so every 200 must carry the last version.
+/// Alternates a killed leader and a killed follower; a round reproduces the bug about half the
+/// time (the writer answers openraft's apply before it publishes the applied writes to
+/// readers, so a read released by the applied index can still see the previous state; a
+/// catching-up node applies large chunks, which widens that window).
+#[test]
+#[ignore = "bug: a restarted node answers linearizable reads from a state older than the \
+            committed one while it catches up"]
+fn restarted_node_serves_no_stale_linearizable_read() {
+    let mut c = Cluster::start(3);
+    let all = c.ids();
+    let mut stale = Vec::new();
+    for round in 0..6 {
+        let leader = c.wait_leader(&all);
+        let victim = if round % 2 == 0 {
+            leader
+        } else {
+            *all.iter().find(|&&i| i != leader).expect("a follower")
+        };
+        c.node_mut(victim).kill();
+        let rest: Vec<u64> = all.iter().copied().filter(|&i| i != victim).collect();
+        c.wait_leader(&rest);
+        let mut last = 0;
+        for i in 0..300 {
+            let r = c.write(
+                &rest,
+                "PUT",
+                "/kv/x",
+                Some(format!("r{round}-{i}").as_bytes()),
+            );
+            last = put_version(&r, if round == 0 && i == 0 { 201 } else { 200 }, "x");
+        }
+        c.node_mut(victim).restart();
+        let url = c.node(victim).url("/kv/x?consistency=linearizable");
+        let t0 = Instant::now();
+        let found: Vec<String> = thread::scope(|s| {
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let agent = client(Duration::from_secs(12));
+                        let mut found = Vec::new();
+                        while t0.elapsed() < Duration::from_secs(2) {
+                            let Ok(r) = call(&agent, "GET", &url, &[], None) else {
+                                continue;
+                            };
+                            if r.status == 200 && etag_version(&r) != Some(last) {
+                                found.push(format!(
+                                    "round {round} (node {victim}, {}): GET {url} at {:?} after the restart: \
+                                     200 with ETag {:?} and value {:?}; the last write, answered before \
+                                     the restart, is version {last}",
+                                    if round % 2 == 0 { "was the leader" } else { "a follower" },
+                                    t0.elapsed(),
+                                    r.header("etag"),
+                                    r.text()
+                                ));
+                            }
+                        }
+                        found
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                .flat_map(|r| r.join().unwrap())
+                .collect()
+        });
+        stale.extend(found);
+        c.wait_converged(&all);
+    }
+    assert!(
+        stale.is_empty(),
+        "{} stale linearizable reads: {stale:#?}\n{}",
+        stale.len(),
+        c.stderrs()
+    );
+}
+
+/// About two minutes of faults: leader and follower kills, partitions of the leader or a
+/// follower, a stopped leader. Run with
+/// `cargo test --test it cluster::linearizable_history_long -- --ignored --nocapture`.
+#[test]
+#[ignore = "about two minutes; run it by name with --ignored"]
+fn linearizable_history_long() {
+    let mut c = Cluster::start(3);
+    history(&mut c, 4, |c, rng, readable| {
+        let all = c.ids();
+        let until = Instant::now() + Duration::from_secs(120);
+        let mut round = 0;
+        while Instant::now() < until {
+            thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+            let leader = c.wait_leader(&all);
+            let follower = *all.iter().find(|&&i| i != leader).unwrap();
+            let hold = Duration::from_millis(1000 + rng.below(3000));
+            // Each kind in turn: kill the leader, kill a follower, partition the leader,
+            // partition a follower, stop the leader.
+            let fault = round % 5;
+            round += 1;
+            let victim = if matches!(fault, 1 | 3) {
+                follower
+            } else {
+                leader
+            };
+            eprintln!("fault {fault} on node {victim} (leader {leader}) for {hold:?}");
+            // Reads keep off the victim until it has caught up again: a node catching up
+            // serves stale linearizable reads (the bug `linearizable_history_short` is
+            // ignored for); this run looks for anything else.
+            readable[(victim - 1) as usize].store(false, Ordering::Relaxed);
+            match fault {
+                0 | 1 => {
+                    c.node_mut(victim).kill();
+                    thread::sleep(hold);
+                    c.node_mut(victim).restart();
+                }
+                2 | 3 => {
+                    c.node(victim).partition(true);
+                    thread::sleep(hold);
+                    c.node(victim).partition(false);
+                }
+                _ => {
+                    signal(c.node(victim).pid(), Signal::STOP);
+                    thread::sleep(hold);
+                    signal(c.node(victim).pid(), Signal::CONT);
+                }
+            }
+            c.wait_leader(&all);
+            c.wait_caught_up(victim);
+            readable[(victim - 1) as usize].store(true, Ordering::Relaxed);
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
