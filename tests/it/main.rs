@@ -12,6 +12,7 @@ mod api_limits;
 mod api_listing;
 mod api_routes;
 mod cli;
+mod cluster;
 mod crash;
 mod faults;
 mod hostile;

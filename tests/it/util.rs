@@ -145,15 +145,46 @@ impl Server {
         Server::start_with(command(), dir, args)
     }
 
+    /// Starts a server on `addr` (a loopback `IP:PORT`, so a restarted node keeps the address
+    /// its peers know it by) with `dir` as its data dir and `args` added.
+    pub fn start_at(dir: &Path, addr: &str, args: &[&str]) -> Server {
+        Server::try_start_at(dir, addr, args)
+            .unwrap_or_else(|(status, err)| panic!("server failed to start ({status:?}): {err}"))
+    }
+
+    /// Like `start_at`, but returns the exit status and stderr when the server does not come up.
+    pub fn try_start_at(
+        dir: &Path,
+        addr: &str,
+        args: &[&str],
+    ) -> Result<Server, (Option<ExitStatus>, String)> {
+        Server::start_with_addr(command(), dir, addr, args)
+    }
+
     /// Starts from a prepared command (extra env, pre_exec hooks).
     pub fn start_with(
-        mut cmd: Command,
+        cmd: Command,
         dir: &Path,
         args: &[&str],
     ) -> Result<Server, (Option<ExitStatus>, String)> {
+        Server::start_with_addr(cmd, dir, "127.0.0.1:0", args)
+    }
+
+    /// Starts from a prepared command on `addr` (loopback only).
+    pub fn start_with_addr(
+        mut cmd: Command,
+        dir: &Path,
+        addr: &str,
+        args: &[&str],
+    ) -> Result<Server, (Option<ExitStatus>, String)> {
+        let ip = addr.parse::<SocketAddr>().map(|a| a.ip());
+        assert!(
+            ip.is_ok_and(|ip| ip.to_string() == "127.0.0.1"),
+            "tests only listen on 127.0.0.1, not {addr}"
+        );
         cmd.arg("serve")
             .arg("--addr")
-            .arg("127.0.0.1:0")
+            .arg(addr)
             .arg("--data-dir")
             .arg(dir)
             .args(args)
