@@ -1850,9 +1850,6 @@ fn kill_and_restart_leader(c: &mut Cluster, readable: &[AtomicBool], hold_reads:
 
 /// Reads on every node at any time, the restarted one included while it catches up.
 #[test]
-#[ignore = "bug: a node catching up after a restart answers linearizable reads from a state \
-            older than writes answered before the read began (see \
-            restarted_node_serves_no_stale_linearizable_read)"]
 fn linearizable_history_short() {
     let mut c = Cluster::start(3);
     history(&mut c, 4, |c, _, readable| {
@@ -1873,13 +1870,11 @@ fn linearizable_history_short_reads_after_catch_up() {
 
 /// A node restarted after missing writes must not answer a linearizable read from an older
 /// state: no write happens after the restart, so every 200 must carry the last version.
-/// Alternates a killed leader and a killed follower; a round reproduces the bug about half the
-/// time (the writer answers openraft's apply before it publishes the applied writes to
-/// readers, so a read released by the applied index can still see the previous state; a
-/// catching-up node applies large chunks, which widens that window).
+/// Alternates a killed leader and a killed follower. Before the fix a round reproduced a
+/// stale read about half the time: the writer answered openraft's apply before it published
+/// the applied writes to readers, so a read released by the applied index could still see the
+/// previous state (a catching-up node applies large chunks, which widened that window).
 #[test]
-#[ignore = "bug: a restarted node answers linearizable reads from a state older than the \
-            committed one while it catches up"]
 fn restarted_node_serves_no_stale_linearizable_read() {
     let mut c = Cluster::start(3);
     let all = c.ids();
