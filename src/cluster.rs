@@ -34,7 +34,8 @@ use tokio::sync::mpsc;
 
 use crate::log::record::{self, RecordError};
 use crate::store::{
-    Initial, Logged, Outcome, Proposer, ReaderFactory, StoreHandle, Write, WriteError, Written,
+    Initial, Logged, Outcome, Proposer, ReaderFactory, Settled, StoreHandle, Write, WriteError,
+    Written,
 };
 
 pub use log_store::LogStore;
@@ -135,6 +136,8 @@ pub struct Seed {
 struct Batch {
     proposal: Proposal,
     replies: Vec<crate::store::Reply>,
+    /// Dropped once the entry is applied or refused: the writer then proposes what it held.
+    settled: Settled,
 }
 
 impl std::fmt::Debug for Batch {
@@ -157,10 +160,17 @@ impl Proposer for RaftProposer {
         self.leads.load(Ordering::Relaxed)
     }
 
-    fn propose(&mut self, now: u64, writes: Vec<Logged>, replies: Vec<crate::store::Reply>) {
+    fn propose(
+        &mut self,
+        now: u64,
+        writes: Vec<Logged>,
+        replies: Vec<crate::store::Reply>,
+        settled: Settled,
+    ) {
         let batch = Batch {
             proposal: Proposal::encode(now, &writes),
             replies,
+            settled,
         };
         if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
             for r in batch.replies {
@@ -619,7 +629,12 @@ impl Drop for Cluster {
 /// Hands each batch to Raft in the order the writer drained them, then answers its replies
 /// once the entry is committed and applied (or refused).
 async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
-    while let Some(Batch { proposal, replies }) = proposals.recv().await {
+    while let Some(Batch {
+        proposal,
+        replies,
+        settled,
+    }) = proposals.recv().await
+    {
         let rx = match raft.client_write_ff(proposal).await {
             Ok(rx) => rx,
             Err(e) => {
@@ -631,6 +646,7 @@ async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
             }
         };
         tokio::spawn(async move {
+            let _settled = settled;
             // A leader cut off from its majority does not learn it has lost: without a bound,
             // its clients would wait forever.
             let Ok(answered) = tokio::time::timeout(OP_TIMEOUT, rx).await else {
@@ -686,7 +702,7 @@ mod tests {
         fn leads(&self) -> bool {
             false
         }
-        fn propose(&mut self, _: u64, _: Vec<Logged>, _: Vec<crate::store::Reply>) {}
+        fn propose(&mut self, _: u64, _: Vec<Logged>, _: Vec<crate::store::Reply>, _: Settled) {}
     }
 
     struct Builder;

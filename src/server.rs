@@ -251,6 +251,12 @@ fn run_http(
                         .app_data(web::Data::new(std::sync::Arc::clone(&c)))
                         .configure(crate::cluster::rpc::configure)
                 })
+                // As on the API: a peer's next RPC must not wait on Nagle for our answer.
+                .on_connect(|conn, _| {
+                    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                        let _ = tcp.set_nodelay(true);
+                    }
+                })
                 .workers(1)
                 .disable_signals()
                 .listen(raft_listener)

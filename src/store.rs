@@ -43,7 +43,7 @@ pub use op::{Entries, Op};
 pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
 pub use seam::{
     marks, Appended, Committed, Faults, Journal, MarkSender, MarkWatch, NotDurable, Outcome,
-    Proposer, Published, SharedError, Sink,
+    Proposer, Published, Settled, SharedError, Sink,
 };
 pub use value::{now_ms, Entry, PendingValue};
 
@@ -207,6 +207,8 @@ pub(crate) enum Command {
         seq: u64,
         reply: oneshot::Sender<()>,
     },
+    /// Cluster mode: one of the writer's proposals is settled (see [`Settled`]).
+    Settled,
     /// Finish the commands drained so far, then stop.
     Shutdown,
 }
@@ -379,9 +381,13 @@ impl Store {
             seq: initial.seq,
             flush: durability == Durability::Sync,
             faults: faults.clone(),
+            own: proposer.as_ref().map(|_| tx.clone()),
             proposer,
             expiring_proposed: false,
             expiry_answer: None,
+            in_flight: 0,
+            held: Vec::new(),
+            held_replies: Vec::new(),
         };
         let join = faults.spawn("twinkv-writer", move || writer.run())?;
         Ok(Store {

@@ -105,7 +105,29 @@ pub trait Proposer: Send + fmt::Debug + 'static {
     /// Whether this node leads: only the leader proposes the removal of expired keys.
     fn leads(&self) -> bool;
     /// Proposes `writes`, drained at `now`, as one entry; `replies[i]` answers `writes[i]`.
-    fn propose(&mut self, now: u64, writes: Vec<Logged>, replies: Vec<super::Reply>);
+    /// Dropping `settled` once the entry is applied or refused tells the writer.
+    fn propose(
+        &mut self,
+        now: u64,
+        writes: Vec<Logged>,
+        replies: Vec<super::Reply>,
+        settled: Settled,
+    );
+}
+
+/// Tells the writer, when dropped, that one of its proposals is settled (applied, refused or
+/// abandoned). The writer keeps few proposals in flight and gathers the writes that arrive
+/// meanwhile into the next one: group commit, as the log's flush gives it standalone (openraft
+/// 0.9 flushes each entry on its own).
+#[derive(Debug)]
+pub struct Settled(pub(super) Option<std::sync::mpsc::Sender<super::Command>>);
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(super::Command::Settled);
+        }
+    }
 }
 
 /// How far downstream has made the map durable, and its last failure.

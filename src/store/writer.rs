@@ -16,7 +16,9 @@ use left_right::WriteHandle;
 use super::apply::Logged;
 use super::apply::{Apply, Write};
 use super::op::{Entries, Map, Op};
-use super::seam::{Appended, Committed, Faults, Journal, Outcome, Proposer, Published, Sink};
+use super::seam::{
+    Appended, Committed, Faults, Journal, Outcome, Proposer, Published, Settled, Sink,
+};
 use super::value::now_ms;
 use super::{Command, Reply, WriteError, Written};
 
@@ -118,7 +120,21 @@ pub(super) struct Writer {
     pub(super) expiring_proposed: bool,
     /// Cluster mode: the answer to the first write of that proposal, to notice a refusal.
     pub(super) expiry_answer: Option<tokio::sync::oneshot::Receiver<Result<Written, WriteError>>>,
+    /// Cluster mode: the writer's own inbox, for [`Settled`] notices.
+    pub(super) own: Option<std::sync::mpsc::Sender<Command>>,
+    /// Cluster mode: proposals not yet settled.
+    pub(super) in_flight: usize,
+    /// Cluster mode: writes drained while proposals were in flight, for the next entry.
+    pub(super) held: Vec<Logged>,
+    /// Their replies.
+    pub(super) held_replies: Vec<Reply>,
 }
+
+/// Cluster mode: most proposals in flight at once. Writes drained meanwhile wait and go out
+/// together in the next entry, so a burst costs one entry (and one flush per node), not one
+/// each. Measured with 64 writers on three nodes (`benches/cluster.sh`): no limit 6.0k
+/// writes/s (entries of one or two writes), 1 in flight 8.6k–9.2k, 2 8.3k, 4 7.5k–7.8k.
+const MAX_IN_FLIGHT: usize = 1;
 
 impl Writer {
     /// Runs until a `Shutdown` command arrives or every sender is gone.
@@ -201,6 +217,7 @@ impl Writer {
                 // Only a cluster node's writer gets these (it runs `process_replicated`).
                 Command::Commit { reply, .. } => drop(reply),
                 Command::Reset { reply, .. } => drop(reply),
+                Command::Settled => {}
             }
         }
         let Apply {
@@ -272,8 +289,8 @@ impl Writer {
         let mut stop = false;
         let now = now_ms();
         let halted = self.faults.get();
-        let mut proposed: Vec<Logged> = Vec::new();
-        let mut replies: Vec<Reply> = Vec::new();
+        let mut proposed = std::mem::take(&mut self.held);
+        let mut replies = std::mem::take(&mut self.held_replies);
         let mut checkpoints = Vec::new();
         let mut ops: Vec<Op> = Vec::new();
         let mut overlay = HashMap::new();
@@ -318,6 +335,7 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Command::Checkpoint { reply } => checkpoints.push(reply),
+                Command::Settled => self.in_flight = self.in_flight.saturating_sub(1),
                 Command::Shutdown => stop = true,
             }
         }
@@ -360,9 +378,20 @@ impl Writer {
         // leader's entry, a leader for its proposal): wake a tick later, or as soon as a
         // command comes, not at once, or the writer would spin.
         self.stalled = self.expiring.next_in(now) == Some(Duration::ZERO);
-        if !proposed.is_empty() {
-            if let Some(p) = &mut self.proposer {
-                p.propose(now, proposed, replies);
+        if stop {
+            for reply in replies.drain(..) {
+                let _ = reply.send(Err(WriteError::ShuttingDown));
+            }
+        } else if !proposed.is_empty() {
+            if self.in_flight < MAX_IN_FLIGHT {
+                if let Some(p) = &mut self.proposer {
+                    self.in_flight += 1;
+                    p.propose(now, proposed, replies, Settled(self.own.clone()));
+                }
+            } else {
+                // Held for the next entry: one settles soon and its notice wakes the writer.
+                self.held = proposed;
+                self.held_replies = replies;
             }
         }
         for reply in checkpoints {
@@ -464,6 +493,7 @@ fn refuse(batch: &mut Vec<Command>, reason: &Arc<String>) -> bool {
             }
             Command::Commit { reply, .. } => drop(reply),
             Command::Reset { reply, .. } => drop(reply),
+            Command::Settled => {}
             Command::Shutdown => stop = true,
         }
     }
