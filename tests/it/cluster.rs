@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use serde_json::{json, Value};
 
-use crate::util::{encode, num, signal, temp_dir, Fixture, Resp, Server};
+use crate::util::{call, encode, num, signal, temp_dir, Fixture, Resp, Server};
 
 /// The longest any one wait lasts before the test fails (a bound, not a measurement).
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -50,44 +50,6 @@ fn client(timeout: Duration) -> ureq::Agent {
         .timeout(timeout)
         .redirects(0)
         .build()
-}
-
-/// One request; `Err` only on a transport failure or a timeout.
-fn call(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Result<Resp, String> {
-    let mut req = agent.request(method, url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let result = match body {
-        Some(b) => req.send_bytes(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
-        .collect();
-    let mut body = Vec::new();
-    resp.into_reader()
-        .read_to_end(&mut body)
-        .map_err(|e| e.to_string())?;
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// Sends a request and follows up to three 307s (each `Location` must be on 127.0.0.1).
