@@ -294,7 +294,8 @@ type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
 /// How long adding or removing a node may take (a learner catches up first).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a linearizable read, a redirect lookup or a membership change may take.
+/// How long a linearizable read may wait for its round and its apply, and a write for a
+/// majority to confirm it.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Raft timing: heartbeats every 100 ms, an election after 0.5–1 s without one; a snapshot
