@@ -269,6 +269,8 @@ pub struct Cluster {
     log: LogStore,
     switch: Arc<Path>,
     reads: std::sync::Mutex<Rounds>,
+    /// Until when this leader may answer a linearizable read without a round (see [`LEASE`]).
+    lease: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// Linearizable reads waiting for a read index: all that arrive while one round is out share
@@ -290,6 +292,13 @@ impl std::fmt::Debug for Cluster {
 
 /// What openraft's membership calls fail with.
 type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
+
+/// The leader's read lease, counted from the send time of the last heartbeat a majority
+/// acknowledged. A follower refuses to vote for another leader for `election_timeout_max`
+/// (1 s) after it last heard from this one (openraft's leader lease), so for this much shorter
+/// time no other leader can have answered a write, and this leader, which answers a write only
+/// once it has applied it, can read its own copy without a ReadIndex round.
+const LEASE: Duration = Duration::from_millis(250);
 
 /// How long adding or removing a node may take (a learner catches up first).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -343,14 +352,28 @@ impl Cluster {
         let raft = rt
             .block_on(Raft::new(settings.id, config, net.clone(), seed.log, sm))
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        // Who leads, for the writer's expiry: followed from openraft's metrics.
+        // Who leads (for the writer's expiry) and the leader's read lease, followed from
+        // openraft's metrics, which it reports at every quorum acknowledgement.
         let mut metrics = raft.metrics();
         let leads = seed.leads;
         let id = settings.id;
+        let lease = Arc::new(std::sync::Mutex::new(None));
+        let lease_w = Arc::clone(&lease);
         rt.spawn(async move {
             loop {
-                let now = metrics.borrow().current_leader == Some(id);
-                leads.store(now, Ordering::Relaxed);
+                let (leader, until) = {
+                    let m = metrics.borrow();
+                    let leader = m.current_leader == Some(id) && m.state == ServerState::Leader;
+                    let until = match m.millis_since_quorum_ack {
+                        Some(ms) if leader && ms < LEASE.as_millis() as u64 => {
+                            Some(std::time::Instant::now() + LEASE - Duration::from_millis(ms))
+                        }
+                        _ => None,
+                    };
+                    (leader, until)
+                };
+                leads.store(leader, Ordering::Relaxed);
+                *lease_w.lock().expect("lease lock") = until;
                 if metrics.changed().await.is_err() {
                     break;
                 }
@@ -368,6 +391,7 @@ impl Cluster {
             log,
             switch,
             reads: Default::default(),
+            lease,
         }))
     }
 
@@ -446,6 +470,16 @@ impl Cluster {
     /// Waits until this node's map reflects every write answered before the call: the leader's
     /// commit index, confirmed with a quorum, applied here. Concurrent calls share rounds.
     pub async fn linearize(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let leased = self
+            .lease
+            .lock()
+            .expect("lease lock")
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if leased {
+            // Entries a former leader committed may not be applied here yet: wait for them.
+            let committed = self.log.committed.load(Ordering::Relaxed);
+            return self.wait_applied(committed).await;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let start = {
             let mut r = self.reads.lock().expect("read rounds lock");
@@ -473,6 +507,11 @@ impl Cluster {
             });
         }
         let index = rx.await.map_err(|_| ClusterError::Stopped)??;
+        self.wait_applied(index).await
+    }
+
+    /// Waits until this node has applied `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), ClusterError> {
         let applied = self
             .raft
             .metrics()
