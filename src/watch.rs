@@ -364,6 +364,19 @@ impl Hub {
         let events = events(&batch.ops);
         let mut st = self.state.lock().expect("watch hub lock");
         st.seq = st.seq.max(batch.seq);
+        if batch.ops.iter().any(|op| matches!(op, Op::Reset { .. })) {
+            // A cluster node installed a leader's image: it cannot say which keys changed on
+            // the way, so every watcher ends with `reset`, and resuming from before the image
+            // gets 410; the history starts again after it.
+            for w in &st.watchers {
+                w.cut_off.store(true, Ordering::Relaxed);
+            }
+            st.watchers.clear();
+            st.reindex();
+            st.ring.clear();
+            st.evicted_through = st.evicted_through.max(batch.seq);
+            return;
+        }
         if events.is_empty() {
             return;
         }
@@ -546,6 +559,34 @@ mod tests {
             out.extend(got.into_iter().map(|e| (e.seq, e.key.to_string())));
         }
         out
+    }
+
+    #[test]
+    fn an_installed_image_ends_every_watcher_and_the_history_before_it() {
+        let (_feed, hub, _t) = start(16, 0, &Faults::default()).unwrap();
+        hub.take(&batch(1, vec![put("a", 1)]));
+        let mut sub = hub.subscribe(Filter::Prefix(String::new()), None).unwrap();
+        hub.take(&batch(
+            9,
+            vec![Op::Reset {
+                entries: Arc::new(Default::default()),
+                seq: 9,
+            }],
+        ));
+        assert!(block_on(sub.next()).is_none(), "the stream ends");
+        assert!(
+            sub.cut_off.load(Ordering::Relaxed),
+            "as cut off: it says reset"
+        );
+        assert!(matches!(
+            hub.subscribe(Filter::Prefix(String::new()), Some(Since::after(1))),
+            Err(WatchError::Gone { .. })
+        ));
+        let mut after = hub
+            .subscribe(Filter::Prefix(String::new()), Some(Since::after(9)))
+            .unwrap();
+        hub.take(&batch(10, vec![put("b", 10)]));
+        assert_eq!(block_on(after.next()).unwrap().1[0].seq, 10);
     }
 
     #[test]
