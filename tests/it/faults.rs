@@ -128,7 +128,13 @@ fn a_failing_snapshot_degrades_health_keeps_the_good_image_and_recovers() {
 fn a_write_the_log_cannot_take_gets_503_changes_nothing_and_the_log_recovers() {
     for durability in ["sync", "async"] {
         let dir = temp_dir();
-        let s = start_limited(dir.path(), &["--durability", durability]);
+        // In `async` the flusher's next successful flush clears the failure: a 2 s interval
+        // keeps it from doing so before `/health` is asked (at 100 ms, a slow moment of the
+        // machine between the failed write and the question made this flaky).
+        let s = start_limited(
+            dir.path(),
+            &["--durability", durability, "--fsync-interval-ms", "2000"],
+        );
         assert_eq!(s.put_text("a", "1").status, 201);
         // One record of 400 KiB cannot be written under the 256 KiB limit.
         let r = s.batch(&big_batch("big/", 400));
