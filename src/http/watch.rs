@@ -263,9 +263,11 @@ impl Stream {
                 None => {
                     self.done = true;
                     if self.sub.cut_off.load(Ordering::Relaxed) {
-                        // The last word of a watcher that fell behind: where to resume from.
+                        // The last word of a watcher that fell behind (or whose node installed an image):
+                        // where to resume from.
                         let seq = self.hub.seq();
-                        let reason = "the watcher fell too far behind; resume with since";
+                        let reason = "the watcher fell too far behind, or this cluster node installed a \
+                            leader's image; resume with since";
                         let text = match self.format {
                             Format::Sse => format!(
                                 "event: reset\ndata: {}\n\n",
