@@ -276,7 +276,12 @@ type Listing = BTreeMap<String, (Value, u64)>;
 impl Cluster {
     /// Starts `n` nodes, initialises node 1 and adds the others through it.
     fn start(n: u64) -> Cluster {
-        let nodes: Vec<Node> = (1..=n).map(|id| Node::start(id, &[])).collect();
+        Cluster::start_with(n, &[])
+    }
+
+    /// Like [`Cluster::start`], every node with `extra` flags.
+    fn start_with(n: u64, extra: &[&str]) -> Cluster {
+        let nodes: Vec<Node> = (1..=n).map(|id| Node::start(id, extra)).collect();
         let c = Cluster {
             nodes,
             admin: client(Duration::from_secs(30)),
@@ -522,6 +527,27 @@ impl Watch {
         }
     }
 
+    /// Reads until the named event `name` (say `reset`), skipping everything before it; fails
+    /// after [`DEADLINE`] (progress events keep an idle stream from timing out on its own).
+    fn until_event(&mut self, name: &str) {
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no `event: {name}` within {DEADLINE:?}"
+            );
+            let mut line = String::new();
+            let n = self
+                .lines
+                .read_line(&mut line)
+                .expect("read the watch stream");
+            assert!(n > 0, "the watch stream ended without `event: {name}`");
+            if line.trim_end() == format!("event: {name}") {
+                return;
+            }
+        }
+    }
+
     /// The next data event (comments and named events skipped): its id and data.
     fn change(&mut self) -> (Option<String>, Value) {
         let mut id = None;
@@ -556,6 +582,39 @@ impl Watch {
 
 // ---------------------------------------------------------------------------------------------
 // 1. Replication
+
+/// A follower cut off while the leader builds Raft snapshots and purges its log falls behind
+/// the log: on healing it receives the leader's image. It cannot say which keys changed on the
+/// way, so its watch streams end with `reset`; then it holds every write.
+#[test]
+fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
+    let c = Cluster::start_with(3, &["--raft-snapshot-entries", "20"]);
+    let all = c.ids();
+    let leader = c.wait_leader(&all);
+    let lagging = *all.iter().find(|&&i| i != leader).expect("a follower");
+    let rest: Vec<u64> = all.iter().copied().filter(|&i| i != lagging).collect();
+    let mut watch = Watch::open(c.node(lagging), "?prefix=lag/&consistency=stale");
+    c.node(lagging).partition(true);
+    for i in 0..100 {
+        let r = c.write(&rest, "PUT", &format!("/kv/lag/{i:03}"), Some(b"v"));
+        assert_eq!(r.status, 201, "PUT lag/{i:03}: {}", r.text());
+    }
+    c.node(lagging).partition(false);
+    watch.until_event("reset");
+    c.wait_converged(&all);
+    let listing = c.wait_same_listing(&all, "lag/");
+    assert_eq!(listing.len(), 100, "{listing:?}");
+    let snapshot = c
+        .node(lagging)
+        .dir
+        .path()
+        .join("raft")
+        .join("snapshot.json");
+    assert!(
+        snapshot.exists(),
+        "the follower keeps the image it received"
+    );
+}
 
 /// What a key should hold: its value and version, or absent.
 type Model = BTreeMap<String, Option<(Value, u64)>>;
