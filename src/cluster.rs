@@ -22,7 +22,7 @@ mod state_machine;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -269,8 +269,14 @@ pub struct Cluster {
     log: LogStore,
     switch: Arc<Path>,
     reads: std::sync::Mutex<Rounds>,
-    /// Until when this leader may answer a linearizable read without a round (see [`LEASE`]).
-    lease: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// What `lease` counts from.
+    epoch: std::time::Instant,
+    /// Until when (ns after `epoch`; 0: not) this leader may answer a linearizable read
+    /// without a round (see [`LEASE`]). Atomics, so a read takes no lock.
+    lease: Arc<AtomicU64>,
+    /// The applied index openraft last reported (at most the true one: a read that sees it
+    /// far enough need not wait).
+    applied: Arc<AtomicU64>,
 }
 
 /// Linearizable reads waiting for a read index: all that arrive while one round is out share
@@ -357,23 +363,27 @@ impl Cluster {
         let mut metrics = raft.metrics();
         let leads = seed.leads;
         let id = settings.id;
-        let lease = Arc::new(std::sync::Mutex::new(None));
-        let lease_w = Arc::clone(&lease);
+        let epoch = std::time::Instant::now();
+        let lease = Arc::new(AtomicU64::new(0));
+        let applied = Arc::new(AtomicU64::new(0));
+        let (lease_w, applied_w) = (Arc::clone(&lease), Arc::clone(&applied));
         rt.spawn(async move {
             loop {
-                let (leader, until) = {
+                let (leader, until, index) = {
                     let m = metrics.borrow();
                     let leader = m.current_leader == Some(id) && m.state == ServerState::Leader;
+                    // Nanoseconds since `epoch`; 0: no lease.
                     let until = match m.millis_since_quorum_ack {
                         Some(ms) if leader && ms < LEASE.as_millis() as u64 => {
-                            Some(std::time::Instant::now() + LEASE - Duration::from_millis(ms))
+                            (epoch.elapsed() + LEASE - Duration::from_millis(ms)).as_nanos() as u64
                         }
-                        _ => None,
+                        _ => 0,
                     };
-                    (leader, until)
+                    (leader, until, m.last_applied.map_or(0, |l| l.index))
                 };
                 leads.store(leader, Ordering::Relaxed);
-                *lease_w.lock().expect("lease lock") = until;
+                lease_w.store(until, Ordering::Relaxed);
+                applied_w.store(index, Ordering::Release);
                 if metrics.changed().await.is_err() {
                     break;
                 }
@@ -391,7 +401,9 @@ impl Cluster {
             log,
             switch,
             reads: Default::default(),
+            epoch,
             lease,
+            applied,
         }))
     }
 
@@ -470,12 +482,8 @@ impl Cluster {
     /// Waits until this node's map reflects every write answered before the call: the leader's
     /// commit index, confirmed with a quorum, applied here. Concurrent calls share rounds.
     pub async fn linearize(self: &Arc<Self>) -> Result<(), ClusterError> {
-        let leased = self
-            .lease
-            .lock()
-            .expect("lease lock")
-            .is_some_and(|until| std::time::Instant::now() < until);
-        if leased {
+        let until = self.lease.load(Ordering::Relaxed);
+        if until != 0 && (self.epoch.elapsed().as_nanos() as u64) < until {
             // Entries a former leader committed may not be applied here yet: wait for them.
             let committed = self.log.committed.load(Ordering::Relaxed);
             return self.wait_applied(committed).await;
@@ -512,13 +520,7 @@ impl Cluster {
 
     /// Waits until this node has applied `index`.
     async fn wait_applied(&self, index: u64) -> Result<(), ClusterError> {
-        let applied = self
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index);
-        if applied >= index {
+        if self.applied.load(Ordering::Acquire) >= index {
             return Ok(());
         }
         let waited = self
@@ -555,45 +557,41 @@ impl Cluster {
     /// `POST /cluster/nodes`: adds a node as a learner, waits for it to catch up, then makes it
     /// a voter (joint consensus). Answers once it votes.
     pub async fn add(&self, id: NodeId, node: Member) -> Result<(), ClusterError> {
-        let res = self
-            .run(move |raft| async move {
-                tokio::time::timeout(MEMBERSHIP_TIMEOUT, async move {
-                    raft.add_learner(id, node, true).await?;
-                    let voters: BTreeSet<NodeId> = [id].into();
-                    raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
-                        .await
-                        .map(|_| ())
-                })
+        self.change_members(move |raft| async move {
+            raft.add_learner(id, node, true).await?;
+            let voters: BTreeSet<NodeId> = [id].into();
+            raft.change_membership(ChangeMembers::AddVoterIds(voters), false)
                 .await
-            })
-            .await
-            .ok_or(ClusterError::Stopped)?;
-        self.membership_result(res)
+                .map(|_| ())
+        })
+        .await
     }
 
     /// `DELETE /cluster/nodes/{id}`: removes a node from the voters and the members.
     pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
-        let res = self
-            .run(move |raft| async move {
-                tokio::time::timeout(MEMBERSHIP_TIMEOUT, async move {
-                    let ids: BTreeSet<NodeId> = [id].into();
-                    raft.change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
-                        .await?;
-                    raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
-                        .await
-                        .map(|_| ())
-                })
+        self.change_members(move |raft| async move {
+            let ids: BTreeSet<NodeId> = [id].into();
+            raft.change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await?;
+            raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
                 .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Runs a membership change on the Raft runtime, bounded by [`MEMBERSHIP_TIMEOUT`].
+    async fn change_members<F, Fut>(&self, change: F) -> Result<(), ClusterError>
+    where
+        F: FnOnce(Raft) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), MembershipError>> + Send + 'static,
+    {
+        let res =
+            self.run(move |raft| async move {
+                tokio::time::timeout(MEMBERSHIP_TIMEOUT, change(raft)).await
             })
             .await
             .ok_or(ClusterError::Stopped)?;
-        self.membership_result(res)
-    }
-
-    fn membership_result(
-        &self,
-        res: Result<Result<(), MembershipError>, tokio::time::error::Elapsed>,
-    ) -> Result<(), ClusterError> {
         let Ok(res) = res else {
             return Err(ClusterError::Unavailable(format!(
                 "the membership change did not complete within {} s (is the node reachable?)",

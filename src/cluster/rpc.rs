@@ -66,61 +66,49 @@ fn answer<T: Serialize>(value: &T) -> HttpResponse {
     HttpResponse::Ok().json(value)
 }
 
-async fn append(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+/// Authenticates, decodes the body as `Req`, hands it to Raft on its runtime, and answers
+/// openraft's result as JSON.
+async fn relay<Req, Resp, F, Fut>(req: HttpRequest, body: web::Bytes, call: F) -> HttpResponse
+where
+    Req: serde::de::DeserializeOwned + Send + 'static,
+    F: FnOnce(super::Raft, Req) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
     if let Some(r) = refused(&req) {
         return r;
     }
-    let rpc = match serde_json::from_slice(&body) {
+    let rpc: Req = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad(e),
     };
     let c = Arc::clone(cluster(&req));
-    match c
-        .run(move |raft| async move { raft.append_entries(rpc).await })
-        .await
-    {
+    match c.run(move |raft| call(raft, rpc)).await {
         Some(res) => answer(&res),
         None => HttpResponse::ServiceUnavailable().finish(),
     }
+}
+
+async fn append(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    relay(req, body, |raft, rpc| async move {
+        raft.append_entries(rpc).await
+    })
+    .await
 }
 
 async fn vote(req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    if let Some(r) = refused(&req) {
-        return r;
-    }
-    let rpc = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e),
-    };
-    let c = Arc::clone(cluster(&req));
-    match c.run(move |raft| async move { raft.vote(rpc).await }).await {
-        Some(res) => answer(&res),
-        None => HttpResponse::ServiceUnavailable().finish(),
-    }
+    relay(req, body, |raft, rpc| async move { raft.vote(rpc).await }).await
 }
 
 async fn snapshot(req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    if let Some(r) = refused(&req) {
-        return r;
-    }
-    let rpc: SnapshotIn = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e),
-    };
-    let image = rpc.image.get().as_bytes().to_vec();
-    let snapshot = Snapshot {
-        meta: rpc.meta,
-        snapshot: Box::new(image),
-    };
-    let vote = rpc.vote;
-    let c = Arc::clone(cluster(&req));
-    match c
-        .run(move |raft| async move { raft.install_full_snapshot(vote, snapshot).await })
-        .await
-    {
-        Some(res) => answer(&res),
-        None => HttpResponse::ServiceUnavailable().finish(),
-    }
+    relay(req, body, |raft, rpc: SnapshotIn| async move {
+        let snapshot = Snapshot {
+            meta: rpc.meta,
+            snapshot: Box::new(rpc.image.get().as_bytes().to_vec()),
+        };
+        raft.install_full_snapshot(rpc.vote, snapshot).await
+    })
+    .await
 }
 
 /// The leader's answer to a follower's linearizable read: the index to wait for.

@@ -2114,3 +2114,48 @@ fn cluster_routes_in_standalone_are_404() {
         assert!(msg.contains("cluster"), "{method} {path}: {msg}");
     }
 }
+
+/// Bad membership requests get a 4xx and change nothing: a malformed or incomplete body, an id
+/// of 0, addresses that are not `IP:PORT`, an unknown field, a bad id in the path; a second
+/// `init` conflicts (409).
+#[test]
+fn bad_membership_requests_are_refused_and_change_nothing() {
+    let c = Cluster::start(1);
+    let url = c.node(1).url("/cluster/nodes");
+    let json_ct = [("Content-Type", "application/json")];
+    for body in [
+        "",
+        "not json",
+        "{}",
+        r#"{"id": 2}"#,
+        r#"{"id": 0, "addr": "127.0.0.1:1", "raft_addr": "127.0.0.1:2"}"#,
+        r#"{"id": -1, "addr": "127.0.0.1:1", "raft_addr": "127.0.0.1:2"}"#,
+        r#"{"id": "2", "addr": "127.0.0.1:1", "raft_addr": "127.0.0.1:2"}"#,
+        r#"{"id": 2, "addr": "localhost", "raft_addr": "127.0.0.1:2"}"#,
+        r#"{"id": 2, "addr": "127.0.0.1:1", "raft_addr": "nowhere:x"}"#,
+        r#"{"id": 2, "addr": "127.0.0.1:1", "raft_addr": "127.0.0.1:2", "voter": true}"#,
+    ] {
+        let r = call(&c.admin, "POST", &url, &json_ct, Some(body.as_bytes())).expect("POST");
+        assert_eq!(r.status, 400, "POST /cluster/nodes {body:?}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{body:?}: {}", r.text());
+    }
+    for id in ["0", "x", "-3", "1.5", "%zz"] {
+        let r = call(
+            &c.admin,
+            "DELETE",
+            &c.node(1).url(&format!("/cluster/nodes/{id}")),
+            &[],
+            None,
+        )
+        .expect("DELETE");
+        assert_eq!(r.status, 400, "DELETE /cluster/nodes/{id}: {}", r.text());
+    }
+    let r = call(&c.admin, "POST", &c.node(1).url("/cluster/init"), &[], None).expect("init");
+    assert_eq!(r.status, 409, "a second init: {}", r.text());
+    let status = c.node(1).status(&c.admin).expect("GET /cluster");
+    assert_eq!(
+        status["members"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+}
