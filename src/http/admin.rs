@@ -28,23 +28,47 @@ pub async fn health(req: HttpRequest) -> HttpResponse {
         (None, None, None) => None,
     };
     match reason {
-        None => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "seq": stats.seq,
-            "durable_seq": log.seq,
-            "snapshot_seq": snap.seq,
-            "keys": stats.keys,
-            "durability": state.durability.as_str(),
-        })),
-        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "degraded",
-            "reason": reason,
-            "seq": stats.seq,
-            "durable_seq": log.seq,
-            "snapshot_seq": snap.seq,
-            "snapshot_failures": snap.failures,
-        })),
+        None => HttpResponse::Ok().json(Healthy {
+            status: "ok",
+            seq: stats.seq,
+            durable_seq: log.seq,
+            snapshot_seq: snap.seq,
+            keys: stats.keys,
+            durability: state.durability.as_str(),
+        }),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(Degraded {
+            status: "degraded",
+            reason,
+            seq: stats.seq,
+            durable_seq: log.seq,
+            snapshot_seq: snap.seq,
+            snapshot_failures: snap.failures,
+        }),
     }
+}
+
+/// A healthy `/health` body, serialized straight from the struct: built as a `json!` map,
+/// each answer hashed and allocated six keys (a tenth of a pipelined `/health` under
+/// callgrind, where probes poll it).
+#[derive(serde::Serialize)]
+struct Healthy {
+    status: &'static str,
+    seq: u64,
+    durable_seq: u64,
+    snapshot_seq: u64,
+    keys: u64,
+    durability: &'static str,
+}
+
+/// A degraded `/health` body.
+#[derive(serde::Serialize)]
+struct Degraded {
+    status: &'static str,
+    reason: String,
+    seq: u64,
+    durable_seq: u64,
+    snapshot_seq: u64,
+    snapshot_failures: u64,
 }
 
 /// `GET /metrics`, Prometheus text format.

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::decode::{check_key, check_no_dot_segments, form_pairs, percent_decode};
 use super::error::ApiError;
-use super::{reader, seq_value, state, SEQ_HEADER};
+use super::{reader, seq_value, state, SEQ_NAME};
 use crate::config::Limits;
 use crate::defaults::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MAX_TTL_SECS};
 use crate::store::{now_ms, Conditions, ETags, Entry, Expiry, PendingValue, WriteError};
@@ -50,7 +50,7 @@ fn put_key(req: &HttpRequest) -> Result<Arc<str>, ApiError> {
 
 /// A key's representation is chosen by `Accept` (text or JSON for a string), so caches must
 /// key on it; sent on every 200 and 304 of `GET`/`HEAD /kv/{key}`, whatever the value.
-const VARY_ACCEPT: (HeaderName, &str) = (header::VARY, "Accept");
+const VARY_ACCEPT: (HeaderName, HeaderValue) = (header::VARY, HeaderValue::from_static("Accept"));
 
 ///
 /// Built from a stack buffer: `format!` and a `String`-to-header conversion were two heap
@@ -67,7 +67,7 @@ fn etag(version: u64) -> (HeaderName, HeaderValue) {
 
 /// `Twinkv-Seq`: the seq of the state read, or after the write.
 fn seq_header(seq: u64) -> (HeaderName, HeaderValue) {
-    (HeaderName::from_static(SEQ_HEADER), seq_value(seq))
+    (SEQ_NAME, seq_value(seq))
 }
 
 /// Parses `If-Match` / `If-None-Match`: `*` or a list of entity tags.
