@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc as queue;
@@ -58,6 +58,46 @@ pub struct Event {
     pub key: Arc<str>,
     /// The new entry of a put (its value and version).
     pub entry: Option<Entry>,
+}
+
+/// How many text formats a [`Group`] keeps a memo for (SSE and NDJSON).
+pub const TEXT_FORMATS: usize = 2;
+
+/// One seq's events as a watcher takes them, with a memo of their text.
+///
+/// Every watcher that takes all of a seq's events gets the same `Group` (a reference count),
+/// so the text is formatted once per format, not once per watcher: with 1 000 watchers on a
+/// busy prefix, formatting each event for each watcher was most of a write's cost.
+#[derive(Debug, Clone)]
+pub struct Group(Arc<GroupInner>);
+
+#[derive(Debug)]
+struct GroupInner {
+    events: Vec<Event>,
+    texts: [OnceLock<Vec<u8>>; TEXT_FORMATS],
+}
+
+impl Group {
+    fn new(events: Vec<Event>) -> Group {
+        Group(Arc::new(GroupInner {
+            events,
+            texts: Default::default(),
+        }))
+    }
+
+    /// The text of the whole group in format `slot` (below [`TEXT_FORMATS`]), made by
+    /// `render` for the first watcher that asks and shared with the others.
+    pub fn text(&self, slot: usize, render: impl FnOnce(&[Event]) -> Vec<u8>) -> &[u8] {
+        self.0.texts[slot].get_or_init(|| render(&self.0.events))
+    }
+}
+
+impl std::ops::Deref for Group {
+    type Target = [Event];
+
+    fn deref(&self) -> &[Event] {
+        &self.0.events
+    }
 }
 
 /// Which keys a watcher wants.
@@ -139,9 +179,9 @@ pub enum WatchError {
 #[derive(Debug)]
 pub struct Subscription {
     /// Events taken from the history when subscribing, to deliver first.
-    pub backlog: VecDeque<Vec<Event>>,
+    pub backlog: VecDeque<Group>,
     /// Live batches.
-    pub live: queue::Receiver<Vec<Event>>,
+    pub live: queue::Receiver<Group>,
     /// Set when the hub cut this watcher off for falling behind (then `live` ends).
     pub cut_off: Arc<AtomicBool>,
     /// Where the stream resumes: earlier events (which may still arrive live, when the hub lags
@@ -162,7 +202,7 @@ impl Subscription {
     /// matching events of the first one returned (not 0 when resuming inside a seq); `None`
     /// once the stream must end (cut off, or the server shuts down; see
     /// [`Subscription::cut_off`]).
-    pub async fn next(&mut self) -> Option<(usize, Vec<Event>)> {
+    pub async fn next(&mut self) -> Option<(usize, Group)> {
         loop {
             let batch = match self.backlog.pop_front() {
                 Some(b) => b,
@@ -176,7 +216,7 @@ impl Subscription {
 
     /// Like [`Subscription::next`], but only what is already queued: `None` when nothing is
     /// (the stream then writes what it has gathered instead of waiting).
-    pub fn try_next(&mut self) -> Option<(usize, Vec<Event>)> {
+    pub fn try_next(&mut self) -> Option<(usize, Group)> {
         loop {
             let batch = match self.backlog.pop_front() {
                 Some(b) => b,
@@ -189,7 +229,7 @@ impl Subscription {
     }
 
     /// What of `batch` comes after the resume point.
-    fn resume(&self, batch: Vec<Event>) -> Option<(usize, Vec<Event>)> {
+    fn resume(&self, batch: Group) -> Option<(usize, Group)> {
         let seq = batch.first().map_or(0, |e| e.seq);
         if seq < self.since.seq {
             return None;
@@ -199,7 +239,7 @@ impl Subscription {
             if skip == batch.len() {
                 return None;
             }
-            return Some((skip, batch.into_iter().skip(skip).collect()));
+            return Some((skip, Group::new(batch[skip..].to_vec())));
         }
         Some((0, batch))
     }
@@ -209,7 +249,7 @@ impl Subscription {
 #[derive(Debug)]
 struct Watcher {
     filter: Filter,
-    tx: queue::Sender<Vec<Event>>,
+    tx: queue::Sender<Group>,
     cut_off: Arc<AtomicBool>,
 }
 
@@ -304,17 +344,18 @@ impl Hub {
                 seq: st.seq,
             });
         }
-        let mut backlog: VecDeque<Vec<Event>> = VecDeque::new();
+        let mut backlog: Vec<Vec<Event>> = Vec::new();
         for e in st.ring.iter() {
             let wanted = e.seq > since.seq || (e.seq == since.seq && since.skip != usize::MAX);
             if !wanted || !filter.matches(&e.key) {
                 continue;
             }
-            match backlog.back_mut() {
+            match backlog.last_mut() {
                 Some(b) if b[0].seq == e.seq => b.push(e.clone()),
-                _ => backlog.push_back(vec![e.clone()]),
+                _ => backlog.push(vec![e.clone()]),
             }
         }
+        let backlog = backlog.into_iter().map(Group::new).collect();
         let (tx, live) = queue::channel(QUEUE_BATCHES);
         let cut_off = Arc::new(AtomicBool::new(false));
         st.remove(&HashSet::new());
@@ -391,6 +432,18 @@ impl Hub {
             }
             st.evicted_through = st.evicted_through.max(oldest);
         }
+        // Each seq's events as one shared group, and where each seq starts in `events`.
+        let mut starts = Vec::new();
+        for (n, e) in events.iter().enumerate() {
+            if n == 0 || events[n - 1].seq != e.seq {
+                starts.push(n);
+            }
+        }
+        starts.push(events.len());
+        let shared: Vec<Group> = starts
+            .windows(2)
+            .map(|w| Group::new(events[w[0]..w[1]].to_vec()))
+            .collect();
         // Which events each watcher takes, found through the indexes.
         let mut hits: HashMap<usize, Vec<usize>> = HashMap::new();
         for (n, e) in events.iter().enumerate() {
@@ -413,16 +466,20 @@ impl Hub {
         let mut dead = HashSet::new();
         for (w, taken) in hits {
             let watcher = &st.watchers[w];
-            // One queue item per seq: the changes of one batch travel together.
-            let mut groups: Vec<Vec<Event>> = Vec::new();
-            for e in taken.into_iter().map(|n| &events[n]) {
-                match groups.last_mut() {
-                    Some(g) if g[0].seq == e.seq => g.push(e.clone()),
-                    _ => groups.push(vec![e.clone()]),
-                }
-            }
-            for g in groups {
-                match watcher.tx.try_send(g) {
+            // One queue item per seq: the changes of one batch travel together. A watcher
+            // that takes all of a seq's events gets the shared group.
+            let mut rest = &taken[..];
+            while let Some(&n) = rest.first() {
+                let g = starts.partition_point(|&s| s <= n) - 1;
+                let (start, end) = (starts[g], starts[g + 1]);
+                let here = rest.partition_point(|&m| m < end);
+                let group = if here == end - start {
+                    shared[g].clone()
+                } else {
+                    Group::new(rest[..here].iter().map(|&m| events[m].clone()).collect())
+                };
+                rest = &rest[here..];
+                match watcher.tx.try_send(group) {
                     Ok(()) => {}
                     Err(queue::error::TrySendError::Full(_)) => {
                         // Too slow: cut off, so it never slows anyone else.
@@ -556,9 +613,46 @@ mod tests {
         while let Some(b) = sub.backlog.front().cloned() {
             let _ = b;
             let (_, got) = block_on(sub.next()).unwrap();
-            out.extend(got.into_iter().map(|e| (e.seq, e.key.to_string())));
+            out.extend(got.iter().map(|e| (e.seq, e.key.to_string())));
         }
         out
+    }
+
+    #[test]
+    fn watchers_that_take_a_whole_seq_share_its_text_and_the_others_get_their_own() {
+        let (_feed, hub, _t) = start(16, 0, &Faults::default()).unwrap();
+        let mut all = [(); 3].map(|()| hub.subscribe(Filter::Prefix(String::new()), None).unwrap());
+        let mut part = hub.subscribe(Filter::Prefix("a/".into()), None).unwrap();
+        // One seq with two changes, then a seq with one.
+        hub.take(&batch(5, vec![put("a/1", 5), put("b/1", 5)]));
+        hub.take(&batch(6, vec![put("a/2", 6)]));
+        let renders = std::cell::Cell::new(0);
+        let render = |events: &[Event]| {
+            renders.set(renders.get() + 1);
+            events
+                .iter()
+                .map(|e| e.key.as_bytes()[0])
+                .collect::<Vec<u8>>()
+        };
+        for sub in &mut all {
+            let (first, group) = block_on(sub.next()).unwrap();
+            assert_eq!((first, group.len()), (0, 2));
+            assert_eq!(group.text(0, render), b"ab");
+        }
+        assert_eq!(renders.get(), 1, "formatted once for the three watchers");
+        let (_, group) = block_on(part.next()).unwrap();
+        assert_eq!(
+            group.len(),
+            1,
+            "a watcher of part of the seq gets only its part"
+        );
+        assert_eq!(group.text(0, render), b"a");
+        assert_eq!(renders.get(), 2, "and a text of its own");
+        // A seq whose every change the prefix takes is shared again.
+        let (_, group) = block_on(part.next()).unwrap();
+        let (_, whole) = block_on(all[0].next()).unwrap();
+        assert_eq!(group.text(1, render), whole.text(1, render));
+        assert_eq!(renders.get(), 3);
     }
 
     #[test]
