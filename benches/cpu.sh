@@ -6,18 +6,10 @@
 # Only ever targets 127.0.0.1.
 set -euo pipefail
 BIN=$1; MODE=$2; DEPTH=$3
+. "$(dirname "$0")/support/server.sh"
 work=$(mktemp -d)
-taskset -c 0 "$BIN" serve --addr 127.0.0.1:0 --data-dir "$work/data" --workers 1 --durability async >"$work/out" 2>"$work/err" &
-pid=$!
-for _ in $(seq 1 200); do port=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9]*\)$#\1#p' "$work/out"); [ -n "$port" ] && break; sleep 0.05; done
-python3 - "$port" 10000 <<'PY'
-import http.client, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-items = ['"key%08d":"%s"' % (i, "v" * 98) for i in range(n)]
-c.request("POST", "/kv", ('{"put":{' + ",".join(items) + "}}").encode())
-r = c.getresponse(); r.read(); assert r.status == 200, r.status
-PY
+start_server 0 "$BIN" "$work" --workers 1 --durability async
+preload "$port" 10000
 t0=$(awk '{print $14+$15}' /proc/$pid/stat)
 taskset -c 1 wrk -t1 -c16 -d5s -s "$(dirname "$0")/pipeline.lua" "http://127.0.0.1:$port" -- "$MODE" 10000 "$DEPTH" 20260101 > "$work/wrk" 2>&1
 t1=$(awk '{print $14+$15}' /proc/$pid/stat)

@@ -13,6 +13,7 @@ set -euo pipefail
 WATCHERS=${WATCHERS:-1000}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
+. "$here/support/server.sh"
 command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 (cd "$root" && cargo build --release --quiet && cargo bench --bench watchers --no-run --quiet 2>/dev/null)
 bin="${BIN:-$root/target/release/twinkv}"
@@ -27,21 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
-taskset -c 1 "$bin" serve --addr 127.0.0.1:0 --data-dir "$work/data" --workers 1 >"$work/out" 2>"$work/err" &
-pid=$!
-for _ in $(seq 1 200); do
-  port=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9]*\)$#\1#p' "$work/out")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-python3 - "$port" 10000 <<'PY'
-import http.client, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-items = ['"key%08d":"%s"' % (i, "v" * 98) for i in range(n)]
-c.request("POST", "/kv", ('{"put":{' + ",".join(items) + "}}").encode())
-r = c.getresponse(); r.read(); assert r.status == 200, r.status
-PY
+start_server 1 "$bin" "$work" --workers 1
+preload "$port" 10000
 seq_now() { curl -s "http://127.0.0.1:$port/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])'; }
 ticks() { for t in /proc/$pid/task/*; do echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14, $15}' "$t/stat")"; done | sort; }
 taskset -c 0 "$crowd" "127.0.0.1:$port" "$WATCHERS" key 9 >"$work/crowd" 2>&1 &

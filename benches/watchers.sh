@@ -22,6 +22,7 @@ HOST=127.0.0.1
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
+. "$here/support/server.sh"
 command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 (cd "$root" && cargo build --release --quiet && cargo bench --bench watchers --no-run --quiet 2>/dev/null)
 bin="${BIN:-$root/target/release/twinkv}"
@@ -39,24 +40,9 @@ cleanup() {
 trap cleanup EXIT
 
 ulimit -n 65536 2>/dev/null || true
-taskset -c "$SERVER_CPU" "$bin" serve --addr "$HOST:0" --data-dir "$work/data" --workers 1 \
-  >"$work/out" 2>"$work/err" &
-server_pid=$!
-for _ in $(seq 1 200); do
-  port=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9]*\)$#\1#p' "$work/out")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-python3 - "$port" "$KEYS" <<'PY'
-import http.client, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-for start in range(0, n, 10000):
-    items = ['"key%08d":"%s"' % (i, "v" * 98) for i in range(start, min(n, start + 10000))]
-    c.request("POST", "/kv", ('{"put":{' + ",".join(items) + "}}").encode())
-    r = c.getresponse(); r.read()
-    assert r.status == 200, r.status
-PY
+start_server "$SERVER_CPU" "$bin" "$work" --workers 1
+server_pid=$pid
+preload "$port" "$KEYS"
 
 run() { # LABEL MODE: one wrk run; prints req/s
   taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 10s \
