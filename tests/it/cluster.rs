@@ -23,7 +23,6 @@
 //! its first start takes port 0 for both and later starts reuse what it printed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use serde_json::{json, Value};
 
-use crate::util::{call, encode, num, signal, temp_dir, Fixture, Resp, Server};
+use crate::util::{call, encode, num, signal, temp_dir, Fixture, Resp, Server, SseStream};
 
 /// The longest any one wait lasts before the test fails (a bound, not a measurement).
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -505,79 +504,16 @@ fn listing_diff(a: &Listing, b: &Listing) -> String {
     diffs.join("; ")
 }
 
-/// An open watch stream (Server-Sent Events).
-struct Watch {
-    lines: BufReader<Box<dyn Read + Send + Sync>>,
+/// A watch stream on `node`, which must accept it.
+fn watch(node: &Node, query: &str) -> SseStream {
+    SseStream::open(&node.url(&format!("/watch{query}")), &[], DEADLINE)
+        .unwrap_or_else(|(code, body)| panic!("watch {query}: {code} {body}"))
 }
 
-impl Watch {
-    fn open(node: &Node, query: &str) -> Watch {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_read(DEADLINE)
-            .redirects(0)
-            .build();
-        let url = node.url(&format!("/watch{query}"));
-        let r = agent
-            .get(&url)
-            .call()
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        assert_eq!(r.status(), 200);
-        Watch {
-            lines: BufReader::new(r.into_reader()),
-        }
-    }
-
-    /// Reads until the named event `name` (say `reset`), skipping everything before it; fails
-    /// after [`DEADLINE`] (progress events keep an idle stream from timing out on its own).
-    fn until_event(&mut self, name: &str) {
-        let start = Instant::now();
-        loop {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no `event: {name}` within {DEADLINE:?}"
-            );
-            let mut line = String::new();
-            let n = self
-                .lines
-                .read_line(&mut line)
-                .expect("read the watch stream");
-            assert!(n > 0, "the watch stream ended without `event: {name}`");
-            if line.trim_end() == format!("event: {name}") {
-                return;
-            }
-        }
-    }
-
-    /// The next data event (comments and named events skipped): its id and data.
-    fn change(&mut self) -> (Option<String>, Value) {
-        let mut id = None;
-        let mut event = String::new();
-        let mut data = None;
-        loop {
-            let mut line = String::new();
-            let n = self
-                .lines
-                .read_line(&mut line)
-                .expect("read the watch stream");
-            assert!(n > 0, "the watch stream ended");
-            let line = line.trim_end_matches('\n');
-            if line.is_empty() {
-                if let (true, Some(d)) = (event.is_empty(), data.take()) {
-                    return (id, d);
-                }
-                id = None;
-                event.clear();
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("id: ") {
-                id = Some(v.to_string());
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                event = v.to_string();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data = Some(serde_json::from_str(v).expect("event data is JSON"));
-            }
-        }
-    }
+/// The next data event of `w`: its id and data.
+fn change(w: &mut SseStream) -> (Option<String>, Value) {
+    let e = w.change().expect("the watch stream ended");
+    (e.id, e.data.expect("a data event has data"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,14 +529,14 @@ fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
     let leader = c.wait_leader(&all);
     let lagging = *all.iter().find(|&&i| i != leader).expect("a follower");
     let rest: Vec<u64> = all.iter().copied().filter(|&i| i != lagging).collect();
-    let mut watch = Watch::open(c.node(lagging), "?prefix=lag/&consistency=stale");
+    let mut watch = watch(c.node(lagging), "?prefix=lag/&consistency=stale");
     c.node(lagging).partition(true);
     for i in 0..100 {
         let r = c.write(&rest, "PUT", &format!("/kv/lag/{i:03}"), Some(b"v"));
         assert_eq!(r.status, 201, "PUT lag/{i:03}: {}", r.text());
     }
     c.node(lagging).partition(false);
-    watch.until_event("reset");
+    watch.until_event("reset", DEADLINE);
     c.wait_converged(&all);
     let listing = c.wait_same_listing(&all, "lag/");
     assert_eq!(listing.len(), 100, "{listing:?}");
@@ -659,8 +595,8 @@ fn three_nodes_replicate() {
     let ag = &c.admin;
 
     // Watches on the leader and a follower, open before the writes.
-    let mut w_leader = Watch::open(l, "?prefix=r%2F");
-    let mut w_follower = Watch::open(f, "?prefix=r%2F");
+    let mut w_leader = watch(l, "?prefix=r%2F");
+    let mut w_follower = watch(f, "?prefix=r%2F");
 
     let mut model = Model::new();
     // The changes the watches should see: (seq, key, type).
@@ -857,9 +793,9 @@ fn three_nodes_replicate() {
 
     // The watch on the follower saw what the one on the leader saw, ids included.
     let from_leader: Vec<(Option<String>, Value)> =
-        (0..events.len()).map(|_| w_leader.change()).collect();
+        (0..events.len()).map(|_| change(&mut w_leader)).collect();
     let from_follower: Vec<(Option<String>, Value)> =
-        (0..events.len()).map(|_| w_follower.change()).collect();
+        (0..events.len()).map(|_| change(&mut w_follower)).collect();
     assert_eq!(from_follower, from_leader, "the follower's watch differs");
     let mut seen: Vec<(u64, String, String)> = from_leader
         .iter()

@@ -856,3 +856,109 @@ pub fn call(
         body,
     })
 }
+
+/// One Server-Sent Event of a watch stream: its id, its `event:` name (empty for a data
+/// event), its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Option<serde_json::Value>,
+}
+
+/// An open watch stream (Server-Sent Events), read an event at a time. The one reader of
+/// `/watch` for the watch and cluster tests.
+pub struct SseStream {
+    lines: BufReader<Box<dyn Read + Send + Sync>>,
+}
+
+impl SseStream {
+    /// Opens `url` with `headers`, following no redirect; a refusal gives its status and JSON
+    /// body.
+    pub fn open(
+        url: &str,
+        headers: &[(&str, &str)],
+        read_timeout: Duration,
+    ) -> Result<SseStream, (u16, serde_json::Value)> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_read(read_timeout)
+            .redirects(0)
+            .build();
+        let mut req = agent.get(url);
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        match req.call() {
+            Ok(r) => Ok(SseStream {
+                lines: BufReader::new(r.into_reader()),
+            }),
+            Err(ureq::Error::Status(code, r)) => {
+                Err((code, r.into_json().unwrap_or(serde_json::Value::Null)))
+            }
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
+    /// The next event (comments skipped); `None` at the end of the stream.
+    pub fn next(&mut self) -> Option<Sse> {
+        let mut ev = Sse {
+            id: None,
+            event: String::new(),
+            data: None,
+        };
+        let mut any = false;
+        loop {
+            let mut line = String::new();
+            if self.lines.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches('\n');
+            if line.is_empty() {
+                if any {
+                    return Some(ev);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            any = true;
+            if let Some(v) = line.strip_prefix("id: ") {
+                ev.id = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                ev.event = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                ev.data = Some(serde_json::from_str(v).expect("event data is JSON"));
+            }
+        }
+    }
+
+    /// The next data event (named events such as `progress` skipped).
+    pub fn change(&mut self) -> Option<Sse> {
+        loop {
+            let e = self.next()?;
+            if e.event.is_empty() {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Reads until the named event `name` (say `reset`), skipping everything before it; fails
+    /// after `deadline` (progress events keep an idle stream from timing out on its own) or
+    /// if the stream ends first.
+    pub fn until_event(&mut self, name: &str, deadline: Duration) {
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < deadline,
+                "no `event: {name}` within {deadline:?}"
+            );
+            let e = self
+                .next()
+                .unwrap_or_else(|| panic!("the watch stream ended without `event: {name}`"));
+            if e.event == name {
+                return;
+            }
+        }
+    }
+}

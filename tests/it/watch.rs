@@ -5,89 +5,22 @@
 //! progress on idle streams, `expire` events, NDJSON, auth, SIGTERM with open streams, and every
 //! bad parameter refused.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{num, temp_dir, Server};
+use crate::util::{num, temp_dir, Server, SseStream};
 
-/// One SSE event: its id, its `event:` name (empty for data events), its data.
-#[derive(Debug, Clone)]
-struct Sse {
-    id: Option<String>,
-    event: String,
-    data: Option<Value>,
-}
-
-/// An open watch stream.
-struct Stream {
-    lines: BufReader<Box<dyn Read + Send + Sync>>,
-}
-
-impl Stream {
-    fn open(s: &Server, query: &str, headers: &[(&str, &str)]) -> Result<Stream, (u16, Value)> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_read(Duration::from_secs(30))
-            .build();
-        let mut req = agent.get(&s.url(&format!("/watch{query}")));
-        for (k, v) in headers {
-            req = req.set(k, v);
-        }
-        match req.call() {
-            Ok(r) => Ok(Stream {
-                lines: BufReader::new(r.into_reader()),
-            }),
-            Err(ureq::Error::Status(code, r)) => Err((code, r.into_json().unwrap_or(Value::Null))),
-            Err(e) => panic!("watch {query}: {e}"),
-        }
-    }
-
-    /// The next event (comments skipped); `None` at the end of the stream.
-    fn next(&mut self) -> Option<Sse> {
-        let mut ev = Sse {
-            id: None,
-            event: String::new(),
-            data: None,
-        };
-        let mut any = false;
-        loop {
-            let mut line = String::new();
-            if self.lines.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches('\n');
-            if line.is_empty() {
-                if any {
-                    return Some(ev);
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            any = true;
-            if let Some(v) = line.strip_prefix("id: ") {
-                ev.id = Some(v.to_string());
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                ev.event = v.to_string();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                ev.data = Some(serde_json::from_str(v).expect("data is JSON"));
-            }
-        }
-    }
-
-    /// The next data event (progress skipped).
-    fn change(&mut self) -> Option<Sse> {
-        loop {
-            let e = self.next()?;
-            if e.event.is_empty() {
-                return Some(e);
-            }
-        }
-    }
+/// A watch stream on `s`, with the read timeout of every watch test.
+fn open(s: &Server, query: &str, headers: &[(&str, &str)]) -> Result<SseStream, (u16, Value)> {
+    SseStream::open(
+        &s.url(&format!("/watch{query}")),
+        headers,
+        Duration::from_secs(30),
+    )
 }
 
 fn start(args: &[&str]) -> (tempfile::TempDir, Server) {
@@ -99,7 +32,7 @@ fn start(args: &[&str]) -> (tempfile::TempDir, Server) {
 #[test]
 fn every_write_of_a_concurrent_load_arrives_once_in_seq_order() {
     let (_d, s) = start(&[]);
-    let mut w = Stream::open(&s, "?prefix=", &[]).unwrap();
+    let mut w = open(&s, "?prefix=", &[]).unwrap();
     const CLIENTS: usize = 4;
     const WRITES: usize = 100;
     std::thread::scope(|scope| {
@@ -177,7 +110,7 @@ fn reconnecting_with_last_event_id_at_random_points_misses_nothing_and_repeats_n
             None => vec![],
         };
         // The URL keeps the first `since`, as a browser's EventSource does; the header wins.
-        let mut w = Stream::open(&s, "?prefix=w/&since=0", &headers).unwrap();
+        let mut w = open(&s, "?prefix=w/&since=0", &headers).unwrap();
         let take = 1 + rng.below(5);
         for _ in 0..take {
             if got.len() == expected.len() {
@@ -201,16 +134,16 @@ fn a_since_older_than_the_history_gets_410_with_where_to_resume() {
     for i in 0..30 {
         assert_eq!(s.put_text(&format!("k{i}"), "v").status, 201);
     }
-    let (status, body) = Stream::open(&s, "?since=3", &[]).err().expect("410");
+    let (status, body) = open(&s, "?since=3", &[]).err().expect("410");
     assert_eq!(status, 410, "{body}");
     assert_eq!(num(&body, "seq"), 30);
     let oldest = num(&body, "oldest_seq");
     assert_eq!(oldest, 20, "{body}");
     assert!(body["error"].as_str().unwrap().contains("list"), "{body}");
     // From the oldest resumable seq on, the stream works and gives what came after it.
-    let mut w = Stream::open(&s, &format!("?since={oldest}"), &[]).unwrap();
+    let mut w = open(&s, &format!("?since={oldest}"), &[]).unwrap();
     assert_eq!(num(&w.change().unwrap().data.unwrap(), "seq"), oldest + 1);
-    let (status, _) = Stream::open(&s, "?since=999", &[]).err().expect("ahead");
+    let (status, _) = open(&s, "?since=999", &[]).err().expect("ahead");
     assert_eq!(status, 400);
 }
 
@@ -222,7 +155,7 @@ fn listing_then_watching_from_its_seq_leaves_no_gap() {
     let seq = list.header("twinkv-seq").unwrap().to_string();
     // A write after the listing, before the watch starts.
     assert_eq!(s.put_text("b", "2").status, 201);
-    let mut w = Stream::open(&s, &format!("?since={seq}"), &[]).unwrap();
+    let mut w = open(&s, &format!("?since={seq}"), &[]).unwrap();
     let d = w.change().unwrap().data.unwrap();
     assert_eq!((d["key"].as_str(), num(&d, "seq")), (Some("b"), 2));
 }
@@ -282,7 +215,7 @@ fn a_watcher_that_never_reads_is_cut_off_while_writes_go_on_and_memory_stays_bou
 #[test]
 fn idle_streams_get_progress_and_expiry_arrives_as_an_expire_event() {
     let (_d, s) = start(&["--watch-progress-ms", "200"]);
-    let mut w = Stream::open(&s, "?key=session", &[]).unwrap();
+    let mut w = open(&s, "?key=session", &[]).unwrap();
     let e = w.next().unwrap();
     assert_eq!(e.event, "progress");
     assert_eq!(num(&e.data.unwrap(), "seq"), 0);
@@ -325,16 +258,16 @@ fn ndjson_carries_the_same_events_one_per_line() {
 #[test]
 fn auth_applies_to_watch() {
     let (_d, s) = start(&["--auth-token", "s3cret"]);
-    let (status, _) = Stream::open(&s, "", &[]).err().expect("401");
+    let (status, _) = open(&s, "", &[]).err().expect("401");
     assert_eq!(status, 401);
-    assert!(Stream::open(&s, "", &[("Authorization", "Bearer s3cret")]).is_ok());
+    assert!(open(&s, "", &[("Authorization", "Bearer s3cret")]).is_ok());
 }
 
 #[test]
 fn sigterm_with_100_open_streams_exits_at_once() {
     let (dir, s) = start(&[]);
-    let streams: Vec<Stream> = (0..100)
-        .map(|i| Stream::open(&s, &format!("?prefix=p{i}"), &[]).unwrap())
+    let streams: Vec<SseStream> = (0..100)
+        .map(|i| open(&s, &format!("?prefix=p{i}"), &[]).unwrap())
         .collect();
     assert_eq!(s.put_text("a", "1").status, 201);
     let started = Instant::now();
@@ -427,13 +360,13 @@ fn bad_watch_and_wait_parameters_get_400_and_change_nothing() {
         "?key=a&prefix=b",
         "?consistency=eventual",
     ] {
-        match Stream::open(&s, q, &[]) {
+        match open(&s, q, &[]) {
             Err((400, body)) if body["error"].is_string() => {}
             Err((code, body)) => violations.push(format!("/watch{q}: {code} {body}")),
             Ok(_) => violations.push(format!("/watch{q}: accepted")),
         }
     }
-    match Stream::open(&s, "", &[("Last-Event-ID", "nope")]) {
+    match open(&s, "", &[("Last-Event-ID", "nope")]) {
         Err((400, _)) => {}
         _ => violations.push("Last-Event-ID nope accepted".into()),
     }
