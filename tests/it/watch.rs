@@ -247,12 +247,15 @@ fn ndjson_carries_the_same_events_one_per_line() {
     let mut lines = BufReader::new(r.into_reader()).lines();
     let hello: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(hello["type"], "progress");
+    // An SSE watcher of the same prefix at once: the two share the event's group, each in its
+    // own format.
+    let mut sse = open(&s, "?prefix=n/", &[]).unwrap();
     assert_eq!(s.put_json("n%2F1", &json!({"a": [1]})).status, 201);
     let e: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(
-        e,
-        json!({"id": "1", "seq": 1, "type": "put", "key": "n/1", "value": {"a": [1]}, "version": 1})
-    );
+    let want = json!({"id": "1", "seq": 1, "type": "put", "key": "n/1", "value": {"a": [1]}, "version": 1});
+    assert_eq!(e, want);
+    let ev = sse.change().expect("the SSE stream has the event");
+    assert_eq!((ev.id.as_deref(), ev.data), (Some("1"), Some(want)));
 }
 
 #[test]
