@@ -23,10 +23,8 @@ HOST=127.0.0.1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 . "$here/support/server.sh"
-command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
-(cd "$root" && cargo build --release --quiet && cargo bench --bench watchers --no-run --quiet 2>/dev/null)
+build_crowd "$root"
 bin="${BIN:-$root/target/release/twinkv}"
-crowd=$(ls -t "$root"/target/release/deps/watchers-* | grep -v '\.d$' | head -n 1)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/twinkv-watchers.XXXXXX")
 server_pid=""

@@ -35,3 +35,11 @@ for start in range(0, n, 10000):
     assert r.status == 200, r.status
 PY
 }
+
+# build_crowd ROOT: wrk (installed if missing), the release binary and the watch crowd
+# (benches/watchers.rs, a client that holds many watch streams open); sets `crowd` to its path.
+build_crowd() {
+  command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+  (cd "$1" && cargo build --release --quiet && cargo bench --bench watchers --no-run --quiet 2>/dev/null)
+  crowd=$(ls -t "$1"/target/release/deps/watchers-* | grep -v '\.d$' | head -n 1)
+}
