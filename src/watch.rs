@@ -140,14 +140,19 @@ impl Since {
         }
     }
 
-    /// Parses an event id: `<seq>` or `<seq>.<i>`.
+    /// Parses an event id: `<seq>` or `<seq>.<i>`, digits only (no sign, no spaces).
     pub fn parse(id: &str) -> Option<Since> {
-        let id = id.trim();
+        fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        }
         match id.split_once('.') {
-            None => id.parse().ok().map(Since::after),
+            None => digits(id).map(Since::after),
             Some((seq, i)) => {
-                let seq = seq.parse().ok()?;
-                let i: usize = i.parse().ok()?;
+                let seq = digits(seq)?;
+                let i: usize = digits(i)?;
                 Some(Since {
                     seq,
                     skip: i.checked_add(1)?,
@@ -734,6 +739,9 @@ mod tests {
         assert_eq!(Since::parse("7.2"), Some(Since { seq: 7, skip: 3 }));
         assert_eq!(Since::parse("x"), None);
         assert_eq!(Since::parse("7.x"), None);
+        for signed in ["+7", "7.+2", "+0.0", " 7", "7.", ".2", "-1"] {
+            assert_eq!(Since::parse(signed), None, "{signed:?}");
+        }
     }
 
     #[test]

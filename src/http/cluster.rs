@@ -69,7 +69,7 @@ pub async fn remove(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let raw = req.match_info().get("id").unwrap_or_default();
     let id: u64 = decode::percent_decode(raw, false)
         .ok()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| decode::whole(&s))
         .filter(|i| *i >= 1)
         .ok_or_else(|| ApiError::BadRequest("a node id is a whole number, at least 1".into()))?;
     c.remove(id).await?;

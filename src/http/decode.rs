@@ -86,6 +86,15 @@ pub fn check_no_dot_segments(key: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A whole number written as the contract writes one: ASCII digits only. `str::parse` alone
+/// would also take a leading `+`, which the API description's patterns refuse.
+pub fn whole<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// A decoded name and value of a query string or form.
 pub type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
@@ -103,6 +112,24 @@ pub fn form_pairs(s: &str) -> Result<Vec<Pair<'_>>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_are_digits_only() {
+        assert_eq!(whole::<u64>("0"), Some(0));
+        assert_eq!(whole::<u64>("0042"), Some(42));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1.0",
+            "0x1",
+            "18446744073709551616",
+        ] {
+            assert_eq!(whole::<u64>(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn decodes_valid_escapes() {

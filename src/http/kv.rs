@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::decode::{check_key, check_no_dot_segments, form_pairs, percent_decode};
+use super::decode::{check_key, check_no_dot_segments, form_pairs, percent_decode, whole};
 use super::error::ApiError;
 use super::{reader, seq_value, state, SEQ_NAME};
 use crate::config::Limits;
@@ -73,7 +73,8 @@ fn seq_header(seq: u64) -> (HeaderName, HeaderValue) {
 /// Parses `If-Match` / `If-None-Match`: `*` or a list of entity tags.
 ///
 /// `weak` says whether `W/"n"` counts as `"n"` (weak comparison, for `If-None-Match`); for
-/// `If-Match` a weak tag never matches. Tags that are not a version number never match.
+/// `If-Match` a weak tag never matches. Tags compare as text, so only a version written as the
+/// server writes it (digits, no sign, no leading zero) can match; any other tag never does.
 fn etags(req: &HttpRequest, name: HeaderName, weak: bool) -> Result<Option<ETags>, ApiError> {
     let mut values = req.headers().get_all(&name).peekable();
     if values.peek().is_none() {
@@ -98,7 +99,8 @@ fn etags(req: &HttpRequest, name: HeaderName, weak: bool) -> Result<Option<ETags
                 .filter(|t| !t.contains('"'))
                 .ok_or_else(bad)?;
             seen += 1;
-            if let Ok(v) = opaque.parse::<u64>() {
+            let canonical = opaque == "0" || !opaque.starts_with('0');
+            if let Some(v) = whole::<u64>(opaque).filter(|_| canonical) {
                 if weak || !is_weak {
                     list.push(v);
                 }
@@ -391,9 +393,7 @@ fn blocking(req: &HttpRequest) -> Result<Option<(Duration, u64)>, ApiError> {
     for (name, value) in form_pairs(req.query_string())? {
         match &*name {
             "wait" => {
-                let secs = value
-                    .parse::<u64>()
-                    .ok()
+                let secs = whole::<u64>(&value)
                     .filter(|s| *s <= MAX_WAIT.as_secs())
                     .ok_or_else(|| {
                         ApiError::BadRequest(format!(
@@ -404,7 +404,7 @@ fn blocking(req: &HttpRequest) -> Result<Option<(Duration, u64)>, ApiError> {
                 wait = Some(Duration::from_secs(secs));
             }
             "index" => {
-                index = Some(value.parse::<u64>().map_err(|_| {
+                index = Some(whole::<u64>(&value).ok_or_else(|| {
                     ApiError::BadRequest("index must be a version: a whole number".into())
                 })?);
             }
@@ -455,9 +455,7 @@ struct PutReply<'a> {
 
 /// A TTL in seconds, checked against the contract's range.
 fn ttl_secs(value: &str) -> Result<u64, String> {
-    value
-        .parse::<u64>()
-        .ok()
+    whole::<u64>(value)
         .filter(|n| (1..=MAX_TTL_SECS).contains(n))
         .ok_or_else(|| format!("ttl must be a whole number of seconds in 1..={MAX_TTL_SECS}"))
 }
@@ -594,9 +592,7 @@ pub async fn list(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             "prefix" => prefix = value.into_owned(),
             "after" => after = Some(value.into_owned()),
             "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
+                limit = whole::<usize>(&value)
                     .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
                     .ok_or_else(|| {
                         ApiError::BadRequest(format!(

@@ -85,7 +85,7 @@ pub async fn watch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         let v = v
             .to_str()
             .map_err(|_| ApiError::BadRequest("malformed Last-Event-ID header".into()))?;
-        if !v.trim().is_empty() {
+        if !v.is_empty() {
             since = Some(parse_since(v, "Last-Event-ID")?);
         }
     }

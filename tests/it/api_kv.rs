@@ -320,6 +320,9 @@ fn put_honours_if_match_and_if_none_match() {
         ("k", "If-Match", "\"2\""),
         ("k", "If-Match", "\"0\""),
         ("k", "If-Match", "W/\"1\""),
+        // An entity tag compares as text: "+1" and "01" are not the tag "1".
+        ("k", "If-Match", "\"+1\""),
+        ("k", "If-Match", "\"01\""),
         ("k", "If-None-Match", "*"),
         ("k", "If-None-Match", "\"1\""),
         ("absent", "If-Match", "\"1\""),

@@ -392,6 +392,30 @@ fn bad_watch_and_blocking_read_parameters_are_refused() {
                 with_header("/watch", b"Last-Event-ID: 1.-1"),
                 Expect::Json(400),
             ),
+            // `str::parse` takes a leading `+`; an event id or a number in the API does not.
+            case(
+                "watch Last-Event-ID: +0.0",
+                with_header("/watch", b"Last-Event-ID: +0.0"),
+                Expect::Json(400),
+            ),
+            case(
+                "watch since=%2B1",
+                get("/watch?since=%2B1"),
+                Expect::Json(400),
+            ),
+            case("GET index=%2B1", get("/kv/a?index=%2B1"), Expect::Json(400)),
+            case(
+                "GET wait=%2B1",
+                get("/kv/a?index=1&wait=%2B1"),
+                Expect::Json(400),
+            ),
+            case("GET /kv limit=%2B1", get("/kv?limit=%2B1"), Expect::Json(400)),
+            writing(
+                "PUT ttl=%2B5",
+                "signedttl",
+                b"PUT /kv/signedttl?ttl=%2B5 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 7\r\n\r\nchanged".to_vec(),
+                Expect::Json(400),
+            ),
             // Not visible ASCII: the header may be refused by the parser or by the route.
             case(
                 "watch Last-Event-ID with a 0xFF byte",

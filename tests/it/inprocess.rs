@@ -421,6 +421,47 @@ async fn every_kv_response_carries_twinkv_seq_errors_included() {
 }
 
 #[actix_web::test]
+async fn head_watch_checks_its_event_id_as_get_does() {
+    let f = Fixture::new(None);
+    let app = app!(f);
+    let r = send(&app, put_text("/kv/a", "1").to_request()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    for method in [Method::GET, Method::HEAD] {
+        // A signed or spaced number is not an event id, though `str::parse` would take it.
+        for id in ["+0.0", "+1", "1.+0", "x"] {
+            let r = send(
+                &app,
+                req(method.clone(), "/watch?key=a")
+                    .insert_header(("last-event-id", id))
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {id:?}: {r:?}");
+        }
+        for q in ["since=%2B1", "since=1.%2B0", "since=%201"] {
+            let r = send(
+                &app,
+                req(method.clone(), &format!("/watch?{q}")).to_request(),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {q}: {r:?}");
+        }
+    }
+    let r = send(
+        &app,
+        req(Method::HEAD, "/watch?key=a")
+            .insert_header(("last-event-id", "1.0"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.content_type(), "text/event-stream");
+    assert!(r.body.is_empty(), "{r:?}");
+    drop(app);
+    f.close();
+}
+
+#[actix_web::test]
 async fn with_a_token_every_request_but_get_health_needs_it() {
     let f = Fixture::new(Some("s3cret"));
     let app = app!(f);
