@@ -27,6 +27,7 @@
 mod apply;
 mod op;
 mod reader;
+mod rebuild;
 pub mod seam;
 mod value;
 mod writer;
@@ -41,6 +42,7 @@ use tokio::sync::oneshot;
 pub use apply::{Apply, Expiry, Logged, Write};
 pub use op::{Entries, Op};
 pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
+pub use rebuild::Rebuild;
 pub use seam::{
     marks, Appended, Committed, Faults, Journal, MarkSender, MarkWatch, NotDurable, Outcome,
     Proposer, Published, Settled, SharedError, Sink,
@@ -267,12 +269,14 @@ impl StoreHandle {
         self.write(Write::Delete { key, cond }).await
     }
 
-    /// Applies puts and deletes atomically at one seq. Keys must not appear in both.
+    /// Applies puts and deletes atomically at one seq. Keys must not appear in both; of two
+    /// puts of one key the last wins, as in a JSON object.
     pub async fn batch(
         &self,
         puts: Vec<(Arc<str>, PendingValue, Expiry)>,
         deletes: Vec<Arc<str>>,
     ) -> Result<Written, WriteError> {
+        let puts = last_put_wins(puts);
         self.write(Write::Batch { puts, deletes }).await
     }
 
@@ -418,6 +422,28 @@ impl Store {
     }
 }
 
+/// Drops every put that a later put of the same key overrides. The log records a batch's puts
+/// as one JSON object with its TTLs beside it, so a key named twice could not be replayed
+/// exactly (which of its puts had the TTL?); the record decoder refuses such a batch.
+fn last_put_wins(
+    mut puts: Vec<(Arc<str>, PendingValue, Expiry)>,
+) -> Vec<(Arc<str>, PendingValue, Expiry)> {
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(
+        puts.len(),
+        foldhash::fast::RandomState::default(),
+    );
+    let mut keep = vec![false; puts.len()];
+    for (i, (key, ..)) in puts.iter().enumerate().rev() {
+        keep[i] = seen.insert(Arc::clone(key));
+    }
+    if keep.iter().all(|k| *k) {
+        return puts;
+    }
+    let mut keep = keep.into_iter();
+    puts.retain(|_| keep.next().unwrap_or(true));
+    puts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +532,21 @@ mod tests {
         });
         assert!(store.readers().reader().is_empty());
         store.shutdown();
+    }
+
+    #[test]
+    fn of_two_puts_of_one_key_in_a_batch_the_last_wins() {
+        let p = |k: &str, v: &str, e| (Arc::from(k), text(v), e);
+        let kept = last_put_wins(vec![
+            p("a", "1", Expiry::After(5)),
+            p("b", "2", Expiry::Never),
+            p("a", "3", Expiry::Never),
+        ]);
+        let kept: Vec<_> = kept.iter().map(|(k, _, e)| (k.to_string(), *e)).collect();
+        assert_eq!(
+            kept,
+            vec![("b".into(), Expiry::Never), ("a".into(), Expiry::Never)]
+        );
     }
 
     #[test]

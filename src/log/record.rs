@@ -251,11 +251,39 @@ impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
 #[serde(deny_unknown_fields)]
 struct RawBatch<'a> {
     #[serde(borrow)]
-    put: BTreeMap<Cow<'a, str>, &'a RawValue>,
+    put: Pairs<'a>,
     #[serde(borrow)]
     delete: Vec<Cow<'a, str>>,
     #[serde(borrow, default)]
     expires: BTreeMap<Cow<'a, str>, u64>,
+}
+
+/// A batch's `put` object, its pairs in file order. Not a map: collecting a hundred pairs into
+/// a `BTreeMap` was a third of the time spent decoding a batch record. A key twice is refused
+/// by [`decode`].
+struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of keys and values")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Pairs<'a>, M::Error> {
+                let mut pairs = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some((k, v)) = m.next_entry::<Cow<'a, str>, &'a RawValue>()? {
+                    pairs.push((k, v));
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -319,7 +347,14 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
             }
             (None, Value::Absent, None, None, Some(k)) if plain => Write::Expire { key: key(k)? },
             (None, Value::Absent, None, Some(b), None) if plain => {
-                if let Some(k) = b.expires.keys().find(|k| !b.put.contains_key(*k)) {
+                let mut named = foldhash::HashSet::with_capacity_and_hasher(
+                    b.put.0.len(),
+                    foldhash::fast::RandomState::default(),
+                );
+                if let Some((k, _)) = b.put.0.iter().find(|(k, _)| !named.insert(k.as_ref())) {
+                    return Err(RecordError::Invalid(format!("the batch puts {k:?} twice")));
+                }
+                if let Some(k) = b.expires.keys().find(|k| !named.contains(k.as_ref())) {
                     return Err(RecordError::Invalid(format!(
                         "an expiry for {k:?}, which the batch does not put"
                     )));
@@ -328,9 +363,14 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
                 Write::Batch {
                     puts: b
                         .put
+                        .0
                         .into_iter()
                         .map(|(k, v)| {
-                            let t = expiry(expires.remove(&k));
+                            let t = if expires.is_empty() {
+                                Expiry::Never
+                            } else {
+                                expiry(expires.remove(&k))
+                            };
                             Ok((key(k)?, PendingValue::from_raw(v.get().as_bytes()), t))
                         })
                         .collect::<Result<_, RecordError>>()?,
@@ -491,6 +531,8 @@ mod tests {
             r#"{"index":1,"seq":1,"writes":[{"delete":"a"}],"extra":1"#,
             r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":{},"delete":[],"expires":{"x":1}}}]"#,
             r#"{"index":1,"seq":1,"now":0,"writes":[{"expire":"a","if_match":[1]}]"#,
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":{"a":1,"b":2,"a":3},"delete":[]}}]"#,
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":[["a",1]],"delete":[]}}]"#,
         ] {
             let sealed = format!(
                 "{body},\"crc32c\":\"{:08x}\"}}",
