@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::log::scan::{self, Damage, LogReport};
 use crate::snapshot::recover::{Depth, RecoverError, Scan};
-use crate::store::{Apply, Entries};
+use crate::store::{Apply, Entries, Rebuild};
 
 /// What recovery would load.
 #[derive(Debug)]
@@ -73,10 +73,11 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
         }
         None => (None, None),
     };
-    let (mut entries, mut seq, after) = match image {
+    let (entries, mut seq, after) = match image {
         Some(img) => (img.entries, img.seq, img.log_index),
         None => (Entries::new(), 0, 0),
     };
+    let mut map = Rebuild::new(entries);
     let mut replayed = 0;
     let mut last_index = after;
     let visit = |rec: crate::log::record::Record| {
@@ -86,9 +87,9 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
                 rec.index
             ));
         }
-        let replica = &entries;
+        let replica = &map;
         // The record's own instant, not a clock: replay reaches what the writer reached.
-        let mut apply = Apply::new(|k: &str| replica.get(k.as_bytes()).cloned(), seq, rec.now);
+        let mut apply = Apply::new(|k: &str| replica.get(k), seq, rec.now);
         for (i, w) in rec.writes.into_iter().enumerate() {
             apply
                 .apply(w)
@@ -102,7 +103,7 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
         }
         let Apply { ops, seq: s, .. } = apply;
         for op in ops {
-            op.apply_owned(&mut entries);
+            map.apply(op);
         }
         seq = s;
         last_index = rec.index;
@@ -130,7 +131,7 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
     let replayed_bytes = log.bytes_after;
     Ok(Recovery {
         image: loaded,
-        entries,
+        entries: map.finish(),
         seq,
         log_index: last_index,
         replayed,
