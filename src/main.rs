@@ -8,6 +8,9 @@ use twinkv::cli::{Cli, Command};
 use twinkv::inspect::{self, Mode};
 use twinkv::Chain;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for flags that parse but cannot be used (clap's own usage errors exit 2 too).
 const EXIT_USAGE: u8 = 2;
 
