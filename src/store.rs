@@ -434,7 +434,7 @@ fn last_put_wins(
     );
     let mut keep = vec![false; puts.len()];
     for (i, (key, ..)) in puts.iter().enumerate().rev() {
-        keep[i] = seen.insert(Arc::clone(key));
+        keep[i] = seen.insert(&**key);
     }
     if keep.iter().all(|k| *k) {
         return puts;
