@@ -1,7 +1,7 @@
 //! Handlers of `/kv` and `/kv/{key}`: decode, call the store, shape the reply.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -720,21 +720,28 @@ pub fn parse_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, ApiError> {
             }
         }
     }
-    let put_keys: HashSet<&str> = puts.iter().map(|(k, _, _)| &**k).collect();
-    if let Some(k) = deletes.iter().find(|k| put_keys.contains(&***k)) {
+    // Each put's position by key, so neither check nor the TTLs scan the puts once per key.
+    let put_at: HashMap<&str, usize> = puts
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _, _))| (&**k, i))
+        .collect();
+    if let Some(k) = deletes.iter().find(|k| put_at.contains_key(&***k)) {
         return Err(ApiError::BadRequest(format!(
             "key {k:?} is both put and deleted"
         )));
     }
-    if let Some((k, _)) = ttls.iter().find(|(k, _)| !put_keys.contains(k.as_str())) {
-        return Err(ApiError::BadRequest(format!(
-            "ttl names {k:?}, which the batch does not put"
-        )));
+    let mut expiring = Vec::with_capacity(ttls.len());
+    for (k, secs) in &ttls {
+        let Some(&i) = put_at.get(k.as_str()) else {
+            return Err(ApiError::BadRequest(format!(
+                "ttl names {k:?}, which the batch does not put"
+            )));
+        };
+        expiring.push((i, *secs));
     }
-    for (key, secs) in ttls {
-        if let Some(put) = puts.iter_mut().find(|(k, _, _)| **k == *key) {
-            put.2 = Expiry::After(secs);
-        }
+    for (i, secs) in expiring {
+        puts[i].2 = Expiry::After(secs);
     }
     Ok((puts, deletes))
 }
