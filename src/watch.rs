@@ -438,18 +438,6 @@ impl Hub {
             }
             st.evicted_through = st.evicted_through.max(oldest);
         }
-        // Each seq's events as one shared group, and where each seq starts in `events`.
-        let mut starts = Vec::new();
-        for (n, e) in events.iter().enumerate() {
-            if n == 0 || events[n - 1].seq != e.seq {
-                starts.push(n);
-            }
-        }
-        starts.push(events.len());
-        let shared: Vec<Group> = starts
-            .windows(2)
-            .map(|w| Group::new(events[w[0]..w[1]].to_vec()))
-            .collect();
         // Which events each watcher takes, found through the indexes.
         let mut hits: HashMap<usize, Vec<usize>> = HashMap::new();
         for (n, e) in events.iter().enumerate() {
@@ -469,6 +457,19 @@ impl Hub {
                 }
             }
         }
+        // Where each seq starts in `events`, and each seq's events as one group shared by
+        // every watcher that takes all of them, made when the first such watcher needs it (a
+        // batch no watcher takes costs no copy).
+        let mut starts = Vec::new();
+        if !hits.is_empty() {
+            for (n, e) in events.iter().enumerate() {
+                if n == 0 || events[n - 1].seq != e.seq {
+                    starts.push(n);
+                }
+            }
+            starts.push(events.len());
+        }
+        let mut shared: Vec<Option<Group>> = vec![None; starts.len().saturating_sub(1)];
         let mut dead = HashSet::new();
         for (w, taken) in hits {
             let watcher = &st.watchers[w];
@@ -480,7 +481,9 @@ impl Hub {
                 let (start, end) = (starts[g], starts[g + 1]);
                 let here = rest.partition_point(|&m| m < end);
                 let group = if here == end - start {
-                    shared[g].clone()
+                    shared[g]
+                        .get_or_insert_with(|| Group::new(events[start..end].to_vec()))
+                        .clone()
                 } else {
                     Group::new(rest[..here].iter().map(|&m| events[m].clone()).collect())
                 };
