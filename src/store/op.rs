@@ -110,16 +110,22 @@ impl Default for Map {
     }
 }
 
+/// A hash index over `entries`, keyed by `hasher`'s hash of each key.
+pub(super) fn hash_index(entries: &Entries, hasher: &RandomState) -> HashTable<Entry> {
+    let mut index = HashTable::with_capacity(entries.len());
+    for e in entries {
+        index.insert_unique(hasher.hash_one(e.key_bytes()), e.clone(), |e| {
+            hasher.hash_one(e.key_bytes())
+        });
+    }
+    index
+}
+
 impl Map {
     /// Builds the index over `entries`, the map as of `seq`.
     pub fn new(entries: Entries, seq: u64) -> Map {
         let hasher = RandomState::default();
-        let mut index = HashTable::with_capacity(entries.len());
-        for e in &entries {
-            index.insert_unique(hasher.hash_one(e.key_bytes()), e.clone(), |e| {
-                hasher.hash_one(e.key_bytes())
-            });
-        }
+        let index = hash_index(&entries, &hasher);
         Map {
             entries,
             index,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 
-use super::op::{Entries, Op};
+use super::op::{hash_index, Entries, Op};
 use super::value::Entry;
 
 /// Below this ratio of changed keys to stored ones, changes go into the set one by one: a
@@ -78,15 +78,9 @@ impl Rebuild {
                 Change::Gone(_) => None,
             };
         }
-        let index = self.index.get_or_init(|| {
-            let mut index = HashTable::with_capacity(self.base.len());
-            for e in &self.base {
-                index.insert_unique(self.hasher.hash_one(e.key_bytes()), e.clone(), |e| {
-                    self.hasher.hash_one(e.key_bytes())
-                });
-            }
-            index
-        });
+        let index = self
+            .index
+            .get_or_init(|| hash_index(&self.base, &self.hasher));
         index.find(hash, |e| e.key_bytes() == key).cloned()
     }
 
