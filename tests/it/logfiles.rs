@@ -722,6 +722,31 @@ fn a_missing_or_repeated_index_is_refused_naming_file_and_offset() {
 }
 
 #[test]
+fn a_sealed_batch_that_puts_a_key_twice_is_refused_naming_file_and_offset() {
+    let made = made_with_segments();
+    // The writer never logs one (a library batch keeps the last put of a key): its `expires`
+    // could not say which put had the TTL, so replay could not be exact.
+    assert_damage_refused(made.path(), "a batch putting a key twice", |segs| {
+        let seg = &segs[1];
+        let (offset, line) = lines(seg)[1].clone();
+        let text = String::from_utf8(line).unwrap();
+        let start = text.find("\"writes\":[").unwrap() + "\"writes\":[".len();
+        let end = text.rfind("],\"crc32c\"").unwrap();
+        let text = format!(
+            "{}{{\"batch\":{{\"put\":{{\"dup\":1,\"dup\":2}},\"delete\":[]}}}}{}",
+            &text[..start],
+            &text[end..]
+        );
+        replace_line(seg, 1, Some(reseal(text.as_bytes())));
+        vec![
+            shown(seg),
+            format!("at byte {offset}"),
+            "puts \"dup\" twice".into(),
+        ]
+    });
+}
+
+#[test]
 fn a_log_that_does_not_reach_back_to_the_snapshot_is_refused() {
     let dir = temp_dir();
     let s = Server::start(dir.path(), &SMALL_SEGMENTS);
