@@ -22,7 +22,11 @@ fn store(expired: bool) -> Store {
             Entry::expiring(&format!("key{i:08}"), 1, b"\"v\"", at)
         })
         .collect();
-    let initial = Initial { entries, seq: 1 };
+    let initial = Initial {
+        entries,
+        seq: 1,
+        index: None,
+    };
     Store::start(initial, Durability::Async, Downstream::default()).expect("start the writer")
 }
 

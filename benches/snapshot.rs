@@ -195,6 +195,7 @@ fn bench_size(c: &mut Criterion, n: usize, dir: &Path, tally: &Tally) -> (u64, u
                 let initial = Initial {
                     entries: img.entries,
                     seq: img.seq,
+                    index: None,
                 };
                 let store = Store::start(initial, Durability::Async, Downstream::default())
                     .expect("start the writer thread");

@@ -106,6 +106,7 @@ impl LeftRight {
         let initial = Initial {
             entries: img.entries,
             seq: img.seq,
+            index: None,
         };
         let store = Store::start(initial, Durability::Async, Downstream::default())
             .expect("start the writer thread");

@@ -192,6 +192,7 @@ pub fn open(data_dir: &Path, flush: bool) -> std::io::Result<(Initial, Box<dyn P
             Initial {
                 entries: image.entries,
                 seq: image.seq,
+                index: None,
             },
             Some(stored),
         ),

@@ -464,6 +464,17 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// The bytes of every segment in `dir` (0 when it cannot be read: only an estimate).
+pub fn bytes(dir: &Path) -> u64 {
+    list(dir).map_or(0, |firsts| {
+        firsts
+            .into_iter()
+            .filter_map(|i| std::fs::metadata(dir.join(segment_name(i))).ok())
+            .map(|m| m.len())
+            .sum()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -594,7 +605,7 @@ mod tests {
         // Replay what survived, as recovery does (without a snapshot).
         let mut replayed = Entries::new();
         let mut replayed_seq = 0;
-        let report = scan::scan(&log_dir, 0, |rec| {
+        let report = scan::scan(&log_dir, 0, |rec, _| {
             let replica = &replayed;
             let mut apply = Apply::new(
                 |k: &str| replica.get(k.as_bytes()).cloned(),

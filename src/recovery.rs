@@ -2,11 +2,15 @@
 //! the position it covers, applied with the store's own pure apply. Shared by start-up (which
 //! then cuts a torn tail) and `inspect` (which only reports). Reads only; writes nothing.
 
-use std::path::Path;
+use std::cell::{Cell, OnceCell};
+use std::path::{Path, PathBuf};
+use std::thread::ScopedJoinHandle;
 
+use crate::log::record::Record;
 use crate::log::scan::{self, Damage, LogReport};
-use crate::snapshot::recover::{Depth, RecoverError, Scan};
-use crate::store::{Apply, Entries, Rebuild};
+use crate::snapshot::format::Image;
+use crate::snapshot::recover::{claimed_seq, Depth, RecoverError, Scan};
+use crate::store::{Apply, Entries, Index, Rebuild};
 
 /// What recovery would load.
 #[derive(Debug)]
@@ -15,6 +19,8 @@ pub struct Recovery {
     pub image: Option<Loaded>,
     /// The map after the log.
     pub entries: Entries,
+    /// A hash index over exactly `entries`, for the store.
+    pub index: Index,
     /// The seq after the log.
     pub seq: u64,
     /// The index of the last record applied (the image's, when the log adds none).
@@ -51,8 +57,18 @@ pub enum RecoveryError {
 }
 
 /// Reads the data dir `dir` and works out what recovery would load.
+///
+/// The image and the log are read at once: the image is decoded on a thread of its own while
+/// this one reads, checks and replays the log, on the guess that the image loaded will be the
+/// one whose first bytes claim the highest seq (see [`speculate`]). When the guess fails, or
+/// anything is wrong, the data dir is read again one step after the other, which gives the
+/// answer (or the refusal) the guess would have had to match.
 pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
-    recover_scan(Scan::dir(dir, depth)?, Some(&dir.join(crate::log::DIR)))
+    let log_dir = dir.join(crate::log::DIR);
+    if let Some(rec) = claimed_seq(dir).and_then(|claim| speculate(dir, depth, &log_dir, claim)) {
+        return Ok(rec);
+    }
+    recover_scan(Scan::dir(dir, depth)?, Some(&log_dir))
 }
 
 /// Like [`recover`], from a slot scan already made; `inspect` of a single slot file passes
@@ -60,15 +76,7 @@ pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
 pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, RecoveryError> {
     let (image, loaded) = match slots.take_recovery()? {
         Some((path, capacity, image)) => {
-            let loaded = Loaded {
-                path,
-                capacity,
-                seq: image.seq,
-                log_index: image.log_index,
-                bytes: image.len as u64,
-                keys: image.entries.len() as u64,
-                written_at: image.written_at.clone(),
-            };
+            let loaded = loaded(path, capacity, &image);
             (Some(image), Some(loaded))
         }
         None => (None, None),
@@ -78,35 +86,20 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
         None => (Entries::new(), 0, 0),
     };
     let mut map = Rebuild::new(entries);
+    if let Some(dir) = log_dir {
+        map.reserve(changes_in(dir));
+    }
     let mut replayed = 0;
     let mut last_index = after;
-    let visit = |rec: crate::log::record::Record| {
+    let visit = |rec: Record, _| {
         if rec.index != last_index + 1 {
             return Err(format!(
                 "record {} follows record {last_index}: the log skips records the snapshot lacks",
                 rec.index
             ));
         }
-        let replica = &map;
-        // The record's own instant, not a clock: replay reaches what the writer reached.
-        let mut apply = Apply::new(|k: &str| replica.get(k), seq, rec.now);
-        for (i, w) in rec.writes.into_iter().enumerate() {
-            apply
-                .apply(w)
-                .map_err(|e| format!("write {i} does not apply on replay ({e})"))?;
-        }
-        if apply.seq != rec.seq {
-            return Err(format!(
-                "replay reaches seq {} where the record says {}",
-                apply.seq, rec.seq
-            ));
-        }
-        let Apply { ops, seq: s, .. } = apply;
-        for op in ops {
-            map.apply(op);
-        }
-        seq = s;
         last_index = rec.index;
+        seq = replay(&mut map, seq, rec)?;
         replayed += 1;
         Ok(())
     };
@@ -129,13 +122,366 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
         }
     }
     let replayed_bytes = log.bytes_after;
+    let (entries, index) = map.finish();
     Ok(Recovery {
         image: loaded,
-        entries: map.finish(),
+        entries,
+        index,
         seq,
         log_index: last_index,
         replayed,
         replayed_bytes,
         log,
     })
+}
+
+fn loaded(path: std::path::PathBuf, capacity: u64, image: &Image) -> Loaded {
+    Loaded {
+        path,
+        capacity,
+        seq: image.seq,
+        log_index: image.log_index,
+        bytes: image.len as u64,
+        keys: image.entries.len() as u64,
+        written_at: image.written_at.clone(),
+    }
+}
+
+/// About how many keys the log in `dir` changes, to size the table that holds them: a put
+/// takes a little over 100 bytes of a record with small values, and keys repeat.
+fn changes_in(dir: &Path) -> usize {
+    (crate::log::bytes(dir) / 128) as usize
+}
+
+/// Applies one record's writes to `map`, which stands at `seq`; returns the seq after it.
+fn replay(map: &mut Rebuild<'_>, seq: u64, rec: Record) -> Result<u64, String> {
+    let replica = &*map;
+    // The record's own instant, not a clock: replay reaches what the writer reached.
+    let mut apply = Apply::replaying(|k: &str| replica.get(k), seq, rec.now);
+    for (i, w) in rec.writes.into_iter().enumerate() {
+        apply
+            .apply(w)
+            .map_err(|e| format!("write {i} does not apply on replay ({e})"))?;
+    }
+    if apply.seq != rec.seq {
+        return Err(format!(
+            "replay reaches seq {} where the record says {}",
+            apply.seq, rec.seq
+        ));
+    }
+    let Apply { ops, seq, .. } = apply;
+    for op in ops {
+        map.apply(op);
+    }
+    Ok(seq)
+}
+
+/// An image and its file: path and length on disk.
+type Found = (PathBuf, u64, Image);
+
+/// The image being decoded on its own thread, handed over once.
+struct Reading<'scope> {
+    thread: Cell<Option<ScopedJoinHandle<'scope, Option<Found>>>>,
+    /// The image loaded and its file, its entries taken out into `entries`.
+    found: OnceCell<Option<Found>>,
+    entries: Cell<Option<Entries>>,
+}
+
+impl Reading<'_> {
+    /// Waits for the thread; `None` when it found no image of the seq it was told to expect.
+    fn wait(&self) -> Option<&Found> {
+        self.found
+            .get_or_init(|| {
+                let (path, capacity, mut image) = self.thread.take()?.join().ok()??;
+                self.entries.set(Some(std::mem::take(&mut image.entries)));
+                Some((path, capacity, image))
+            })
+            .as_ref()
+    }
+
+    /// The image's entries (none when it is not the one expected: the replay is then
+    /// thrown away).
+    fn entries(&self) -> Entries {
+        self.wait();
+        self.entries.take().unwrap_or_default()
+    }
+}
+
+/// Recovery with the image and the log read at once, on the guess that the image loaded
+/// holds seq `claim`; `None` when the guess does not hold or anything is wrong (the caller then
+/// recovers one step after the other, and reports what it finds).
+///
+/// The log is replayed from the first record past seq `claim` before the image is there:
+/// [`Rebuild`] needs the image only for a lookup (a conditional write, a delete, an expiry),
+/// and then waits for it. The result is accepted only if the image loaded has that seq and
+/// the records replayed are exactly those after its `log_index`, so it is what
+/// [`recover_scan`] would have built.
+fn speculate(dir: &Path, depth: Depth, log_dir: &Path, claim: u64) -> Option<Recovery> {
+    std::thread::scope(|s| {
+        let thread = std::thread::Builder::new()
+            .name("twinkv-recover".into())
+            .spawn_scoped(s, move || {
+                let mut slots = Scan::dir(dir, depth).ok()?;
+                slots
+                    .take_recovery()
+                    .ok()?
+                    .filter(|(_, _, image)| image.seq == claim)
+            })
+            .ok()?;
+        let reading = Reading {
+            thread: Cell::new(Some(thread)),
+            found: OnceCell::new(),
+            entries: Cell::new(None),
+        };
+        let mut map = Rebuild::awaiting(|| reading.entries());
+        map.reserve(changes_in(log_dir));
+        let (mut seq, mut replayed, mut replayed_bytes) = (claim, 0, 0);
+        // The records past `claim` must be exactly those past the image's `log_index`.
+        let (mut last_skipped, mut first_replayed, mut last_replayed) = (None, None, None);
+        let mut out_of_order = false;
+        let log = scan::scan(log_dir, 0, |rec: Record, len| {
+            if rec.seq <= claim {
+                out_of_order |= first_replayed.is_some();
+                last_skipped = Some(rec.index);
+                return Ok(());
+            }
+            first_replayed.get_or_insert(rec.index);
+            last_replayed = Some(rec.index);
+            seq = replay(&mut map, seq, rec)?;
+            replayed += 1;
+            replayed_bytes += len;
+            Ok(())
+        });
+        map.base();
+        let (path, capacity, image) = reading.wait()?;
+        let after = image.log_index;
+        let holds = log.damage.is_none()
+            && !out_of_order
+            && last_skipped.is_none_or(|i| i <= after)
+            && first_replayed.is_none_or(|i| i == after + 1)
+            && log.first_index.is_none_or(|first| first <= after + 1);
+        if !holds {
+            tracing::info!(
+                "the first guess at recovery did not hold (a damaged newest snapshot or log); \
+                 reading both again, one after the other"
+            );
+            return None;
+        }
+        let loaded = Loaded {
+            keys: map.base().len() as u64,
+            ..loaded(path.clone(), *capacity, image)
+        };
+        let (entries, index) = map.finish();
+        Some(Recovery {
+            image: Some(loaded),
+            entries,
+            index,
+            seq,
+            log_index: last_replayed.unwrap_or(after),
+            replayed,
+            replayed_bytes,
+            log,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record;
+    use crate::snapshot::format::{self, Position};
+    use crate::store::{Conditions, ETags, Entry, Expiry, PendingValue, Write};
+    use std::sync::Arc;
+
+    /// Builds a data dir: the writes applied one record each, a log holding every record,
+    /// and an image taken after each record named in `images` (the last two kept, as slots).
+    struct Dir {
+        dir: tempfile::TempDir,
+        state: Entries,
+        seq: u64,
+        index: u64,
+        log: Vec<u8>,
+        slot: usize,
+    }
+
+    impl Dir {
+        fn new() -> Dir {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::create_dir_all(dir.path().join(crate::log::DIR)).expect("log dir");
+            Dir {
+                dir,
+                state: Entries::new(),
+                seq: 0,
+                index: 0,
+                log: Vec::new(),
+                slot: 0,
+            }
+        }
+
+        fn record(&mut self, writes: Vec<Write>) {
+            let state = &self.state;
+            let mut apply = Apply::new(|k: &str| state.get(k.as_bytes()).cloned(), self.seq, 7);
+            for w in writes {
+                apply.apply(w).expect("the test's writes apply");
+            }
+            self.index += 1;
+            record::encode(&mut self.log, self.index, apply.seq, 7, &apply.logged);
+            let Apply { ops, seq, .. } = apply;
+            for op in ops {
+                op.apply_owned(&mut self.state);
+            }
+            self.seq = seq;
+            let segment = self
+                .dir
+                .path()
+                .join(crate::log::DIR)
+                .join(crate::log::segment_name(1));
+            std::fs::write(segment, &self.log).expect("segment");
+        }
+
+        fn image(&mut self) -> PathBuf {
+            let path = self
+                .dir
+                .path()
+                .join(crate::snapshot::recover::SLOT_NAMES[self.slot]);
+            self.slot = 1 - self.slot;
+            let mut doc = Vec::new();
+            let at = Position {
+                seq: self.seq,
+                log_index: self.index,
+            };
+            format::encode(&mut doc, at, "2026-12-01T00:00:00Z", &self.state).expect("encode");
+            std::fs::write(&path, doc).expect("slot");
+            path
+        }
+    }
+
+    fn put(key: &str, text: &str) -> Write {
+        Write::Put {
+            key: Arc::from(key),
+            value: PendingValue::from_text(text),
+            cond: Conditions::default(),
+            expires: Expiry::Never,
+        }
+    }
+
+    /// Each entry's key, version, value and expiry time.
+    type Contents = Vec<(String, u64, Vec<u8>, Option<u64>)>;
+
+    /// What a recovery loaded, comparable.
+    fn summary(r: &Recovery) -> (Contents, u64, u64, u64, u64) {
+        let entries = r
+            .entries
+            .iter()
+            .map(|e: &Entry| {
+                (
+                    e.key().into(),
+                    e.version(),
+                    e.json().to_vec(),
+                    e.expires_at(),
+                )
+            })
+            .collect();
+        (entries, r.seq, r.log_index, r.replayed, r.replayed_bytes)
+    }
+
+    fn one_step_at_a_time(dir: &Path) -> Recovery {
+        let log = dir.join(crate::log::DIR);
+        recover_scan(Scan::dir(dir, Depth::Newest).expect("scan"), Some(&log)).expect("recovers")
+    }
+
+    /// A log of every kind of write after two images: puts, a conditional put and a delete
+    /// (which look the image up, so the replay waits for it), a batch, an expiry time.
+    fn busy_dir() -> (Dir, PathBuf, PathBuf) {
+        let mut d = Dir::new();
+        d.record(vec![put("a", "1"), put("b", "2")]);
+        let older = d.image();
+        d.record(vec![put("c", "3")]);
+        d.record(vec![put("d", "4")]);
+        let newest = d.image();
+        d.record(vec![Write::Put {
+            key: Arc::from("a"),
+            value: PendingValue::from_text("5"),
+            cond: Conditions {
+                if_match: Some(ETags::List(vec![1])),
+                ..Default::default()
+            },
+            expires: Expiry::At(u64::MAX / 2),
+        }]);
+        d.record(vec![Write::Delete {
+            key: Arc::from("b"),
+            cond: Conditions::default(),
+        }]);
+        d.record(vec![
+            Write::Batch {
+                puts: vec![
+                    (Arc::from("e"), PendingValue::from_text("6"), Expiry::Never),
+                    (Arc::from("c"), PendingValue::from_text("7"), Expiry::Never),
+                ],
+                deletes: vec![Arc::from("d"), Arc::from("absent")],
+            },
+            put("f", "8"),
+        ]);
+        (d, older, newest)
+    }
+
+    #[test]
+    fn reading_image_and_log_at_once_loads_what_one_step_at_a_time_does() {
+        let (d, _, newest) = busy_dir();
+        let dir = d.dir.path();
+        let claim = claimed_seq(dir).expect("a claim");
+        assert_eq!(claim, 4);
+        let at_once = speculate(dir, Depth::Newest, &dir.join(crate::log::DIR), claim)
+            .expect("the guess holds");
+        let stepwise = one_step_at_a_time(dir);
+        assert_eq!(summary(&at_once), summary(&stepwise));
+        assert_eq!(at_once.replayed, 3);
+        let image = at_once.image.as_ref().expect("an image");
+        assert_eq!((image.path.as_path(), image.keys), (newest.as_path(), 4));
+        assert_eq!(image.log_index, 3);
+        assert_eq!(
+            summary(&recover(dir, Depth::Newest).expect("recovers")),
+            summary(&stepwise)
+        );
+        let keys: Vec<_> = at_once
+            .entries
+            .iter()
+            .map(|e| e.key().to_string())
+            .collect();
+        assert_eq!(keys, ["a", "c", "e", "f"]);
+    }
+
+    #[test]
+    fn a_damaged_newest_image_makes_the_guess_fail_and_recovery_read_again() {
+        let (d, older, newest) = busy_dir();
+        let dir = d.dir.path();
+        let mut bytes = std::fs::read(&newest).expect("slot");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x20;
+        std::fs::write(&newest, bytes).expect("damage");
+        let claim = claimed_seq(dir).expect("a claim");
+        assert!(speculate(dir, Depth::Newest, &dir.join(crate::log::DIR), claim).is_none());
+        let got = recover(dir, Depth::Newest).expect("recovers from the older image");
+        assert_eq!(got.image.as_ref().map(|i| i.path.clone()), Some(older));
+        assert_eq!(got.replayed, 5);
+        assert_eq!(summary(&got), summary(&one_step_at_a_time(dir)));
+    }
+
+    #[test]
+    fn a_log_that_does_not_reach_the_image_is_refused_as_before() {
+        let (d, _, _) = busy_dir();
+        let dir = d.dir.path();
+        // The log as if records 1 to 4 were deleted: the image holds 3, so 4 is missing.
+        let log = dir.join(crate::log::DIR);
+        let lines: Vec<&[u8]> = d.log.split_inclusive(|&b| b == b'\n').collect();
+        std::fs::remove_file(log.join(crate::log::segment_name(1))).expect("remove");
+        std::fs::write(log.join(crate::log::segment_name(5)), lines[4..].concat()).expect("write");
+        let claim = claimed_seq(dir).expect("a claim");
+        assert!(speculate(dir, Depth::Newest, &log, claim).is_none());
+        let err = recover(dir, Depth::Newest).expect_err("refused");
+        assert!(
+            err.to_string().contains("record 5 follows record 3"),
+            "{err}"
+        );
+    }
 }

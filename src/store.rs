@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 pub use apply::{Apply, Expiry, Logged, Write};
-pub use op::{Entries, Op};
+pub use op::{Entries, Index, Op};
 pub use reader::{Lookup, Page, Reader, ReaderFactory, Stats};
 pub use rebuild::Rebuild;
 pub use seam::{
@@ -168,6 +168,10 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// Whether there are none: the write holds whatever the key's state.
+    pub fn is_none(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
     /// Whether the conditions hold for a key at `version` (`None`: absent).
     pub fn hold(&self, version: Option<u64>) -> bool {
         self.if_match.as_ref().is_none_or(|t| t.matches(version))
@@ -222,6 +226,8 @@ pub struct Initial {
     pub entries: Entries,
     /// The seq of the image the map came from (0 when starting empty).
     pub seq: u64,
+    /// A hash index over exactly `entries`, if recovery built one (else the store builds it).
+    pub index: Option<Index>,
 }
 
 /// What is attached downstream of the writer.
@@ -364,8 +370,16 @@ impl Store {
         downstream: Downstream,
     ) -> std::io::Result<Store> {
         let expiring = writer::Expiring::from_entries(&initial.entries);
-        let (handle, read) =
-            left_right::new_from_empty::<op::Map, Op>(op::Map::new(initial.entries, initial.seq));
+        let Initial {
+            entries,
+            seq,
+            index,
+        } = initial;
+        let index = index.unwrap_or_else(|| Index::build(entries.iter().cloned()));
+        let (mut handle, read) =
+            left_right::new_from_empty::<op::Map, Op>(op::Map::with_index(entries, index, seq));
+        // An empty first publish: see `Map::sync_with`.
+        handle.publish();
         let readers = ReaderFactory(read.factory());
         drop(read);
         let (tx, commands) = mpsc::channel();
@@ -382,7 +396,7 @@ impl Store {
             commands,
             journal,
             sinks,
-            seq: initial.seq,
+            seq,
             flush: durability == Durability::Sync,
             faults: faults.clone(),
             own: proposer.as_ref().map(|_| tx.clone()),

@@ -107,11 +107,12 @@ pub struct LogReport {
 }
 
 /// Reads every segment in `dir` (a missing folder is an empty log), handing each valid record
-/// whose index is above `after` to `visit`, in order. Stops at the first damage.
+/// whose index is above `after` to `visit`, in order, with the length of its line. Stops at the
+/// first damage.
 pub fn scan(
     dir: &Path,
     after: u64,
-    mut visit: impl FnMut(Record) -> Result<(), String>,
+    mut visit: impl FnMut(Record, u64) -> Result<(), String>,
 ) -> LogReport {
     let mut report = LogReport::default();
     let mut firsts = match list(dir) {
@@ -223,7 +224,7 @@ pub fn scan(
             report.last = Some((index, seq));
             if index > after {
                 report.bytes_after += len as u64;
-                if let Err(reason) = visit(rec) {
+                if let Err(reason) = visit(rec, len as u64) {
                     let d = Damage::Record {
                         path: path.clone(),
                         offset: offset as u64,

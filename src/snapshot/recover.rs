@@ -90,21 +90,7 @@ pub enum RecoverError {
 /// checksum covers these bytes); a file whose head is not in the standard layout is peeked in
 /// full instead, so a valid image never ranks below what it really holds.
 fn rank(path: &Path) -> (u64, Result<Summary, SlotError>) {
-    let head = (|| {
-        let mut file = fs::File::open(path)?;
-        let capacity = file.metadata()?.len();
-        let mut head = vec![0u8; 4096];
-        let mut n = 0;
-        while n < head.len() {
-            match file.read(&mut head[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        head.truncate(n);
-        Ok::<_, io::Error>((capacity, head))
-    })();
-    let (capacity, head) = match head {
+    let (capacity, head) = match head(path) {
         Ok(h) => h,
         Err(e) => return (0, Err(SlotError::Io(e))),
     };
@@ -123,6 +109,40 @@ fn rank(path: &Path) -> (u64, Result<Summary, SlotError>) {
         log_index: None,
     });
     (capacity, summary)
+}
+
+/// A file's length and its first 4 KiB (fewer if it is shorter).
+fn head(path: &Path) -> io::Result<(u64, Vec<u8>)> {
+    let mut file = fs::File::open(path)?;
+    let capacity = file.metadata()?.len();
+    let mut head = vec![0u8; 4096];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    head.truncate(n);
+    Ok((capacity, head))
+}
+
+/// The highest seq the slot files of `dir` claim in their first bytes: the image a start-up
+/// [`Scan`] decodes first, and almost always the one it loads. `None` when there is no slot
+/// file, or one whose first bytes cannot be read or are not in the standard layout (then
+/// nothing cheap says which image comes first). Unverified: a guess to start work on early.
+pub fn claimed_seq(dir: &Path) -> Option<u64> {
+    let mut best = None;
+    for path in SLOT_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.exists())
+    {
+        let (_, head) = head(&path).ok()?;
+        let seq = format::claimed_header(&head)?.seq;
+        best = best.max(Some(seq));
+    }
+    best
 }
 
 /// How much of each file to check.

@@ -7,7 +7,6 @@
 //! batch that changes nothing spends none), and collects the map's [`Op`]s and the
 //! [`Logged`] form of each accepted write. Nothing here reads a clock or does I/O.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::op::Op;
@@ -166,7 +165,7 @@ pub struct Apply<L: Fn(&str) -> Option<Entry>> {
     /// The state before the batch.
     lookup: L,
     /// Keys changed earlier in this batch: the state does not show them yet.
-    overlay: HashMap<Arc<str>, Option<Entry>>,
+    overlay: foldhash::HashMap<Arc<str>, Option<Entry>>,
     /// The instant the batch is applied at: keys expired by then are absent to it. The writer
     /// reads its clock once per batch; replay takes the instant from the record.
     pub now: u64,
@@ -176,6 +175,10 @@ pub struct Apply<L: Fn(&str) -> Option<Entry>> {
     pub logged: Vec<Logged>,
     /// The last seq spent.
     pub seq: u64,
+    /// Replaying the log: no caller reads [`Written::created`], so an unconditional put does
+    /// not look its key up (at a million keys each lookup is a cache miss), and `logged` stays
+    /// empty (the log already holds the writes).
+    replay: bool,
 }
 
 impl<L: Fn(&str) -> Option<Entry>> std::fmt::Debug for Apply<L> {
@@ -193,11 +196,22 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
     pub fn new(lookup: L, seq: u64, now: u64) -> Self {
         Apply {
             lookup,
-            overlay: HashMap::new(),
+            overlay: foldhash::HashMap::default(),
             now,
             ops: Vec::new(),
             logged: Vec::new(),
             seq,
+            replay: false,
+        }
+    }
+
+    /// Like [`Apply::new`], for replaying what the log recorded: the same ops and seqs, but
+    /// [`Written::created`] is not worked out for unconditional puts (it is `false`) and
+    /// nothing is collected in `logged`.
+    pub fn replaying(lookup: L, seq: u64, now: u64) -> Self {
+        Apply {
+            replay: true,
+            ..Apply::new(lookup, seq, now)
         }
     }
 
@@ -212,6 +226,12 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
     /// The live value of `key`: an expired entry is absent to every precondition.
     fn current(&self, key: &str) -> Option<Entry> {
         self.stored(key).filter(|e| !e.expired(self.now))
+    }
+
+    fn log(&mut self, logged: Logged) {
+        if !self.replay {
+            self.logged.push(logged);
+        }
     }
 
     fn put(&mut self, key: Arc<str>, value: PendingValue, expires: Expiry) -> Entry {
@@ -232,11 +252,15 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                 cond,
                 expires,
             } => {
-                let current = self.current(&key);
+                let current = if self.replay && cond.is_none() {
+                    None
+                } else {
+                    self.current(&key)
+                };
                 cond.check(current.as_ref())?;
                 self.seq += 1;
                 let entry = self.put(key, value, expires);
-                self.logged.push(Logged::Put { entry, cond });
+                self.log(Logged::Put { entry, cond });
                 Ok(Written {
                     seq: self.seq,
                     created: current.is_none(),
@@ -254,7 +278,7 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                     key: Arc::clone(&key),
                     seq: self.seq,
                 });
-                self.logged.push(Logged::Delete { key, cond });
+                self.log(Logged::Delete { key, cond });
                 Ok(Written {
                     seq: self.seq,
                     created: false,
@@ -273,11 +297,17 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                             });
                         }
                     }
-                    let puts = puts
-                        .into_iter()
-                        .map(|(key, value, expires)| self.put(key, value, expires))
-                        .collect();
-                    self.logged.push(Logged::Batch { puts, deletes });
+                    if self.replay {
+                        for (key, value, expires) in puts {
+                            self.put(key, value, expires);
+                        }
+                    } else {
+                        let puts = puts
+                            .into_iter()
+                            .map(|(key, value, expires)| self.put(key, value, expires))
+                            .collect();
+                        self.logged.push(Logged::Batch { puts, deletes });
+                    }
                 }
                 // A batch that changes nothing spends no seq and returns the current one.
                 Ok(Written {
@@ -297,7 +327,7 @@ impl<L: Fn(&str) -> Option<Entry>> Apply<L> {
                     key: Arc::clone(&key),
                     seq: self.seq,
                 });
-                self.logged.push(Logged::Expire { key });
+                self.log(Logged::Expire { key });
                 Ok(Written {
                     seq: self.seq,
                     created: false,

@@ -4,16 +4,17 @@
 //! twenty-odd key comparisons is a cache miss into a different entry: about 1.6 µs a put, which
 //! was 40 % of a start with a 64 MiB log. So the ops only record each key's final state in a
 //! hash table, and [`Rebuild::finish`] merges those changes into the image's entries once, in
-//! key order, and bulk-builds the set from the result.
+//! key order, and bulk-builds the set from the result, and the store's hash index beside it on
+//! a second thread (so the store does not build it again after recovery).
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 
-use super::op::{hash_index, Entries, Op};
+use super::op::{Entries, Index, Op};
 use super::value::Entry;
 
 /// Below this ratio of changed keys to stored ones, changes go into the set one by one: a
@@ -39,33 +40,66 @@ impl Change {
 
 /// The image's entries, what the ops changed since, and a hash index over the image's entries
 /// for the writes that must look a key up (preconditions, deletes, expiries).
-pub struct Rebuild {
-    base: Entries,
+///
+/// The image may still be on its way ([`Rebuild::awaiting`]): recovery decodes it on one thread
+/// while it replays the log on another, and a log of unconditional puts never needs the image
+/// before [`Rebuild::finish`].
+pub struct Rebuild<'a> {
+    base: OnceCell<Entries>,
+    /// Where the image comes from, until it is first needed.
+    source: Cell<Option<Source<'a>>>,
     changed: HashTable<Change>,
     hasher: RandomState,
-    /// Built the first time a key the ops have not touched is looked up: a log of batch puts
-    /// never needs it.
-    index: OnceCell<HashTable<Entry>>,
+    /// Over the image's entries, built the first time a key the ops have not touched is looked
+    /// up (a log of unconditional puts never needs it).
+    index: OnceCell<Index>,
 }
 
-impl std::fmt::Debug for Rebuild {
+type Source<'a> = Box<dyn FnOnce() -> Entries + 'a>;
+
+impl std::fmt::Debug for Rebuild<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rebuild")
-            .field("base", &self.base.len())
+            .field("base", &self.base.get().map(Entries::len))
             .field("changed", &self.changed.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Rebuild {
+impl<'a> Rebuild<'a> {
     /// Starts from the image's entries.
-    pub fn new(base: Entries) -> Rebuild {
+    pub fn new(base: Entries) -> Rebuild<'a> {
         Rebuild {
-            base,
+            base: OnceCell::from(base),
+            source: Cell::new(None),
             changed: HashTable::new(),
             hasher: RandomState::default(),
             index: OnceCell::new(),
         }
+    }
+
+    /// Starts from an image `fetch` returns, called the first time the image is needed: by a
+    /// lookup of a key the ops have not touched, by [`Rebuild::base`], or by `finish`.
+    pub fn awaiting(fetch: impl FnOnce() -> Entries + 'a) -> Rebuild<'a> {
+        Rebuild {
+            base: OnceCell::new(),
+            source: Cell::new(Some(Box::new(fetch))),
+            changed: HashTable::new(),
+            hasher: RandomState::default(),
+            index: OnceCell::new(),
+        }
+    }
+
+    /// Makes room for `keys` more changed keys, so the table is not rebuilt as it grows.
+    pub fn reserve(&mut self, keys: usize) {
+        let hasher = &self.hasher;
+        self.changed.reserve(keys, |c| hasher.hash_one(c.key()));
+    }
+
+    /// The image's entries, fetched now if they have not been.
+    pub fn base(&self) -> &Entries {
+        self.base
+            .get_or_init(|| self.source.take().map_or_else(Entries::new, |f| f()))
     }
 
     /// The entry of `key` now, expired or not (as the writer's published copy would hold it).
@@ -78,10 +112,11 @@ impl Rebuild {
                 Change::Gone(_) => None,
             };
         }
+        let base = self.base();
         let index = self
             .index
-            .get_or_init(|| hash_index(&self.base, &self.hasher));
-        index.find(hash, |e| e.key_bytes() == key).cloned()
+            .get_or_init(|| Index::build(base.iter().cloned()));
+        index.get(key).cloned()
     }
 
     /// Applies one op.
@@ -89,7 +124,11 @@ impl Rebuild {
         let change = match op {
             Op::Seq { .. } => return,
             Op::Reset { entries, .. } => {
-                self.base = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
+                // The image is not needed any more: what it would have been is replaced.
+                self.source.take();
+                self.base = OnceCell::from(
+                    Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone()),
+                );
                 self.changed.clear();
                 self.index = OnceCell::new();
                 return;
@@ -111,45 +150,84 @@ impl Rebuild {
         }
     }
 
-    /// The entries after every op applied.
-    pub fn finish(self) -> Entries {
+    /// The entries after every op applied, and a hash index over them for the store.
+    ///
+    /// After many changes both are built anew, the ordered set on this thread and the index on
+    /// a second one; after few, the changes go into the image's set one by one, and into its
+    /// index if a lookup built one.
+    pub fn finish(self) -> (Entries, Index) {
+        self.base();
         let Rebuild {
-            mut base, changed, ..
+            base,
+            changed,
+            index,
+            ..
         } = self;
+        let mut base = base.into_inner().unwrap_or_default();
         if changed.len().saturating_mul(MERGE_WHEN_ONE_IN) < base.len() {
+            let mut index = index.into_inner();
             for c in changed {
                 match c {
                     // `replace`: entries compare by key, and `insert` would keep the old one.
                     Change::Put(e) => {
+                        if let Some(index) = index.as_mut() {
+                            index.put(e.clone());
+                        }
                         base.replace(e);
                     }
                     Change::Gone(k) => {
+                        if let Some(index) = index.as_mut() {
+                            index.remove(k.as_bytes());
+                        }
                         base.remove(k.as_bytes());
                     }
                 }
             }
-            return base;
+            let index = index.unwrap_or_else(|| Index::build(base.iter().cloned()));
+            return (base, index);
         }
-        // Most comparisons settle on the first 16 bytes, held beside each change, so the sort
-        // does not chase a pointer into a cold entry for each one.
-        let mut changes: Vec<(u128, Change)> =
-            changed.into_iter().map(|c| (prefix(c.key()), c)).collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
-        let mut out = Vec::with_capacity(base.len() + changes.len());
-        let mut old = base.into_iter().peekable();
-        for (_, c) in changes {
-            while let Some(e) = old.next_if(|e| e.key_bytes() < c.key()) {
-                out.push(e);
-            }
-            old.next_if(|e| e.key_bytes() == c.key());
-            if let Change::Put(e) = c {
-                out.push(e);
-            }
-        }
-        out.extend(old);
-        // Already sorted: the set's bulk build finds one run and builds its nodes full.
-        out.into_iter().collect()
+        // The old index would take a search per change, each a cache miss; building one over
+        // the merged entries costs about what building the set does, so they are built at once.
+        drop(index);
+        let merged = merge(base, changed);
+        let for_index = merged.clone();
+        std::thread::scope(|s| {
+            let index = std::thread::Builder::new()
+                .name("twinkv-index".into())
+                .spawn_scoped(s, move || Index::build(for_index.into_iter()));
+            let set: Entries = merged.into_iter().collect();
+            let index = match index {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => Index::build(set.iter().cloned()),
+            };
+            (set, index)
+        })
     }
+}
+
+/// The image's entries with the changes merged in, in one pass in key order: sorted, so the
+/// set's bulk build finds one run and builds its nodes full.
+fn merge(base: Entries, changed: HashTable<Change>) -> Vec<Entry> {
+    // Most comparisons settle on the first 16 bytes, held beside each change, so the sort
+    // does not chase a pointer into a cold entry for each one.
+    let mut changes: Vec<(u128, Change)> =
+        changed.into_iter().map(|c| (prefix(c.key()), c)).collect();
+    changes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
+    let mut out = Vec::with_capacity(base.len() + changes.len());
+    let mut old = base.into_iter().peekable();
+    for (_, c) in changes {
+        while let Some(e) = old.next_if(|e| e.key_bytes() < c.key()) {
+            out.push(e);
+        }
+        old.next_if(|e| e.key_bytes() == c.key());
+        if let Change::Put(e) = c {
+            out.push(e);
+        }
+    }
+    out.extend(old);
+    out
 }
 
 /// A key's first 16 bytes, zero-padded, as a big-endian number: it orders as the bytes do
@@ -223,7 +301,7 @@ mod tests {
         });
         r.apply(put("y", 10));
         assert_eq!(
-            versions(&r.finish()),
+            versions(&r.finish().0),
             vec![("y".into(), 10), ("z".into(), 9)]
         );
     }
@@ -236,6 +314,7 @@ mod tests {
             base in proptest::collection::btree_set(0u16..600, 0..300),
             ops in proptest::collection::vec((0u16..600, any::<bool>()), 0..400),
             long in any::<bool>(),
+            indexed in any::<bool>(),
         ) {
             let name = |n: u16| if long {
                 format!("a-long-shared-prefix/{n:03}")
@@ -252,10 +331,19 @@ mod tests {
                 .collect();
             let want = one_by_one(&base, &ops);
             let mut r = Rebuild::new(base);
+            // A lookup builds the image's index, which then follows the changes.
+            if indexed {
+                r.get("0");
+            }
             for op in ops {
                 r.apply(op);
             }
-            prop_assert_eq!(versions(&r.finish()), versions(&want));
+            let (entries, index) = r.finish();
+            prop_assert_eq!(versions(&entries), versions(&want));
+            prop_assert_eq!(index.len(), want.len());
+            for e in &want {
+                prop_assert_eq!(index.get(e.key_bytes()).map(Entry::version), Some(e.version()));
+            }
         }
     }
 }
