@@ -11,6 +11,7 @@
 //! the file and byte offset.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Record, RecordError};
@@ -130,6 +131,8 @@ pub fn scan(
     report.first_index = firsts.first().copied();
     let mut expected: Option<u64> = None;
     let count = firsts.len();
+    // One buffer for every segment: a fresh one each time would fault in every page again.
+    let mut bytes = Vec::new();
     for (n, first) in firsts.into_iter().enumerate() {
         let last_segment = n + 1 == count;
         let path = dir.join(segment_name(first));
@@ -154,25 +157,23 @@ pub fn scan(
                 return report;
             }
         }
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                let d = Damage::Unreadable {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                };
-                seg.error = Some(d.to_string());
-                report.segments.push(seg);
-                report.damage = Some(d);
-                return report;
-            }
-        };
+        bytes.clear();
+        if let Err(e) = fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+            let d = Damage::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            };
+            seg.error = Some(d.to_string());
+            report.segments.push(seg);
+            report.damage = Some(d);
+            return report;
+        }
         seg.bytes = bytes.len() as u64;
         let mut next = first;
         let mut offset = 0usize;
         while offset < bytes.len() {
             let rest = &bytes[offset..];
-            let (line, len) = match rest.iter().position(|&b| b == b'\n') {
+            let (line, len) = match memchr::memchr(b'\n', rest) {
                 Some(i) => (&rest[..i], i + 1),
                 None => (rest, rest.len()),
             };
