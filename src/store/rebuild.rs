@@ -2,13 +2,12 @@
 //!
 //! Applying each op to the ordered set is a B-tree search, and at 1 000 000 keys each of its
 //! twenty-odd key comparisons is a cache miss into a different entry: about 1.6 µs a put, which
-//! was 40 % of a start with a 64 MiB log. So the ops are only listed (or, once a write must look
-//! a key up, kept as each key's final state in a hash table), and [`Rebuild::finish`] sorts
-//! them, keeps each key's last, merges those into the image's entries once, in key order, and
-//! bulk-builds the set from the result, with the store's hash index beside it on a second
-//! thread (so the store does not build it again after recovery).
+//! was 40 % of a start with a 64 MiB log. So the ops only record each key's final state in a
+//! hash table, and [`Rebuild::finish`] merges those changes into the image's entries once, in
+//! key order, and bulk-builds the set from the result, and the store's hash index beside it on
+//! a second thread (so the store does not build it again after recovery).
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -52,12 +51,7 @@ pub struct Rebuild<'a> {
     base: OnceCell<Entries>,
     /// Where the image comes from, until it is first needed.
     source: Cell<Option<Source<'a>>>,
-    /// Each op's change, in order, until a lookup needs them by key: appending is far cheaper
-    /// than a hash table insert (each a cache miss at this size), and `finish` sorts them
-    /// anyway. A log of unconditional puts never leaves this list.
-    listed: RefCell<Vec<Change>>,
-    /// Each key's last change, from the first lookup on.
-    changed: RefCell<HashTable<Change>>,
+    changed: HashTable<Change>,
     hasher: RandomState,
     /// Over the image's entries, built the first time a key the ops have not touched is looked
     /// up (a log of unconditional puts never needs it).
@@ -70,8 +64,7 @@ impl std::fmt::Debug for Rebuild<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rebuild")
             .field("base", &self.base.get().map(Entries::len))
-            .field("listed", &self.listed.borrow().len())
-            .field("changed", &self.changed.borrow().len())
+            .field("changed", &self.changed.len())
             .finish_non_exhaustive()
     }
 }
@@ -82,8 +75,7 @@ impl<'a> Rebuild<'a> {
         Rebuild {
             base: OnceCell::from(base),
             source: Cell::new(None),
-            listed: RefCell::new(Vec::new()),
-            changed: RefCell::new(HashTable::new()),
+            changed: HashTable::new(),
             hasher: RandomState::default(),
             index: OnceCell::new(),
         }
@@ -95,16 +87,16 @@ impl<'a> Rebuild<'a> {
         Rebuild {
             base: OnceCell::new(),
             source: Cell::new(Some(Box::new(fetch))),
-            listed: RefCell::new(Vec::new()),
-            changed: RefCell::new(HashTable::new()),
+            changed: HashTable::new(),
             hasher: RandomState::default(),
             index: OnceCell::new(),
         }
     }
 
-    /// Makes room for about `changes` more changes, so the list is not copied as it grows.
-    pub fn reserve(&mut self, changes: usize) {
-        self.listed.get_mut().reserve(changes);
+    /// Makes room for `keys` more changed keys, so the table is not rebuilt as it grows.
+    pub fn reserve(&mut self, keys: usize) {
+        let hasher = &self.hasher;
+        self.changed.reserve(keys, |c| hasher.hash_one(c.key()));
     }
 
     /// The image's entries, fetched now if they have not been.
@@ -116,13 +108,8 @@ impl<'a> Rebuild<'a> {
     /// The entry of `key` now, expired or not (as the writer's published copy would hold it).
     pub fn get(&self, key: &str) -> Option<Entry> {
         let key = key.as_bytes();
-        let mut listed = self.listed.borrow_mut();
-        let mut changed = self.changed.borrow_mut();
-        for c in listed.drain(..) {
-            insert(&mut changed, &self.hasher, c);
-        }
         let hash = self.hasher.hash_one(key);
-        if let Some(c) = changed.find(hash, |c| c.key() == key) {
+        if let Some(c) = self.changed.find(hash, |c| c.key() == key) {
             return match c {
                 Change::Put(e) => Some(e.clone()),
                 Change::Gone(_) => None,
@@ -145,19 +132,24 @@ impl<'a> Rebuild<'a> {
                 self.base = OnceCell::from(
                     Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone()),
                 );
-                self.listed.get_mut().clear();
-                self.changed.get_mut().clear();
+                self.changed.clear();
                 self.index = OnceCell::new();
                 return;
             }
             Op::Put { entry } => Change::Put(entry),
             Op::Delete { key, .. } | Op::Expire { key, .. } => Change::Gone(key),
         };
-        let changed = self.changed.get_mut();
-        if changed.is_empty() {
-            self.listed.get_mut().push(change);
-        } else {
-            insert(changed, &self.hasher, change);
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(change.key());
+        match self.changed.entry(
+            hash,
+            |c| c.key() == change.key(),
+            |c| hasher.hash_one(c.key()),
+        ) {
+            Slot::Occupied(mut o) => *o.get_mut() = change,
+            Slot::Vacant(v) => {
+                v.insert(change);
+            }
         }
     }
 
@@ -170,16 +162,14 @@ impl<'a> Rebuild<'a> {
         self.base();
         let Rebuild {
             base,
-            listed,
             changed,
             index,
             ..
         } = self;
         let mut base = base.into_inner().unwrap_or_default();
-        let changes = sorted(listed.into_inner(), changed.into_inner());
-        if changes.len().saturating_mul(MERGE_WHEN_ONE_IN) < base.len() {
+        if changed.len().saturating_mul(MERGE_WHEN_ONE_IN) < base.len() {
             let mut index = index.into_inner();
-            for (_, c) in changes {
+            for c in changed {
                 match c {
                     // `replace`: entries compare by key, and `insert` would keep the old one.
                     Change::Put(e) => {
@@ -202,7 +192,7 @@ impl<'a> Rebuild<'a> {
         // The old index would take a search per change, each a cache miss; building one over
         // the merged entries costs about what building the set does, so they are built at once.
         drop(index);
-        let merged = merge(base, changes);
+        let merged = merge(base, changed);
         let for_index = merged.clone();
         std::thread::scope(|s| {
             let index = std::thread::Builder::new()
@@ -220,48 +210,15 @@ impl<'a> Rebuild<'a> {
     }
 }
 
-/// Sets `change` as its key's last.
-fn insert(changed: &mut HashTable<Change>, hasher: &RandomState, change: Change) {
-    let hash = hasher.hash_one(change.key());
-    match changed.entry(
-        hash,
-        |c| c.key() == change.key(),
-        |c| hasher.hash_one(c.key()),
-    ) {
-        Slot::Occupied(mut o) => *o.get_mut() = change,
-        Slot::Vacant(v) => {
-            v.insert(change);
-        }
-    }
-}
-
-/// Each changed key's last change, in key order, with its first 16 bytes beside it: the
-/// changes still `listed` (in the order applied) come after those in the table.
-///
-/// Most comparisons settle on the first 16 bytes, so the sort does not chase a pointer into a
-/// cold entry for each one; only repeats of one key compare the keys themselves.
-fn sorted(listed: Vec<Change>, changed: HashTable<Change>) -> Vec<(u128, Change)> {
-    let mut all: Vec<(u128, usize, Change)> = changed
-        .into_iter()
-        .chain(listed)
-        .enumerate()
-        .map(|(order, c)| (prefix(c.key()), order, c))
-        .collect();
-    // Last applied first among equal keys, so `dedup` keeps it. The table holds one change per
-    // key, all older than the list's, so their order among themselves never matters.
-    all.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| a.2.key().cmp(b.2.key()))
-            .then_with(|| b.1.cmp(&a.1))
-    });
-    all.dedup_by(|later, kept| later.2.key() == kept.2.key());
-    all.into_iter().map(|(p, _, c)| (p, c)).collect()
-}
-
 /// The image's entries with the changes merged in, in key order: sorted, so the set's bulk
 /// build finds one run and builds its nodes full. A large merge is split at the middle change's
 /// key and the two halves merged on two threads (each step of a merge is a cache miss or two).
-fn merge(mut base: Entries, mut changes: Vec<(u128, Change)>) -> Vec<Entry> {
+fn merge(mut base: Entries, changed: HashTable<Change>) -> Vec<Entry> {
+    // Most comparisons settle on the first 16 bytes, held beside each change, so the sort
+    // does not chase a pointer into a cold entry for each one.
+    let mut changes: Vec<(u128, Change)> =
+        changed.into_iter().map(|c| (prefix(c.key()), c)).collect();
+    changes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
     if changes.len() < SPLIT_FROM {
         return merge_part(base, changes);
     }
