@@ -24,7 +24,7 @@ use crate::recovery::{self, Loaded, RecoveryError};
 use crate::snapshot::format::Position;
 use crate::snapshot::recover::Depth;
 use crate::snapshot::{Policy, SnapshotError, SnapshotStatus, Snapshotter, Start as SnapshotStart};
-use crate::store::{Downstream, Durability, Faults, Index, Initial, MarkWatch, Store, WriteError};
+use crate::store::{Downstream, Durability, Faults, Initial, MarkWatch, Store, WriteError};
 use crate::watch::{self, Hub, HubThread};
 
 /// Name of the lock file in the data dir.
@@ -221,9 +221,7 @@ impl Engine {
                     source,
                 })?;
                 rec.entries = initial.entries;
-                rec.index = initial
-                    .index
-                    .unwrap_or_else(|| Index::build(rec.entries.iter().cloned()));
+                rec.index = initial.index;
                 rec.seq = initial.seq;
                 rec.replayed = 0;
                 rec.replayed_bytes = 0;
@@ -323,7 +321,7 @@ impl Engine {
         let keys = rec.entries.len() as u64;
         let initial = Initial {
             entries: rec.entries,
-            index: Some(rec.index),
+            index: rec.index,
             seq: rec.seq,
         };
         let downstream = Downstream {

@@ -19,8 +19,8 @@ pub struct Recovery {
     pub image: Option<Loaded>,
     /// The map after the log.
     pub entries: Entries,
-    /// A hash index over exactly `entries`, for the store.
-    pub index: Index,
+    /// A hash index over exactly `entries`, for the store (built only for a start).
+    pub index: Option<Index>,
     /// The seq after the log.
     pub seq: u64,
     /// The index of the last record applied (the image's, when the log adds none).
@@ -68,12 +68,21 @@ pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
     if let Some(rec) = claimed_seq(dir).and_then(|claim| speculate(dir, depth, &log_dir, claim)) {
         return Ok(rec);
     }
-    recover_scan(Scan::dir(dir, depth)?, Some(&log_dir))
+    replay_scan(Scan::dir(dir, depth)?, Some(&log_dir), true)
 }
 
-/// Like [`recover`], from a slot scan already made; `inspect` of a single slot file passes
-/// no log.
-pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, RecoveryError> {
+/// Like [`recover`], from a slot scan already made, one step after the other and without the
+/// store's index (for `inspect`; a single slot file passes no log).
+pub fn recover_scan(slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, RecoveryError> {
+    replay_scan(slots, log_dir, false)
+}
+
+/// The newest image of `slots`, then the log after it; with the store's index if `indexed`.
+fn replay_scan(
+    mut slots: Scan,
+    log_dir: Option<&Path>,
+    indexed: bool,
+) -> Result<Recovery, RecoveryError> {
     let (image, loaded) = match slots.take_recovery()? {
         Some((path, capacity, image)) => {
             let loaded = loaded(path, capacity, &image);
@@ -122,7 +131,12 @@ pub fn recover_scan(mut slots: Scan, log_dir: Option<&Path>) -> Result<Recovery,
         }
     }
     let replayed_bytes = log.bytes_after;
-    let (entries, index) = map.finish();
+    let (entries, index) = if indexed {
+        let (entries, index) = map.finish_indexed();
+        (entries, Some(index))
+    } else {
+        (map.finish(), None)
+    };
     Ok(Recovery {
         image: loaded,
         entries,
@@ -271,11 +285,11 @@ fn speculate(dir: &Path, depth: Depth, log_dir: &Path, claim: u64) -> Option<Rec
             keys: map.base().len() as u64,
             ..loaded(path.clone(), *capacity, image)
         };
-        let (entries, index) = map.finish();
+        let (entries, index) = map.finish_indexed();
         Some(Recovery {
             image: Some(loaded),
             entries,
-            index,
+            index: Some(index),
             seq,
             log_index: last_replayed.unwrap_or(after),
             replayed,

@@ -153,12 +153,24 @@ impl<'a> Rebuild<'a> {
         }
     }
 
+    /// The entries after every op applied (what `inspect` needs).
+    pub fn finish(self) -> Entries {
+        self.complete(false).0
+    }
+
     /// The entries after every op applied, and a hash index over them for the store.
     ///
     /// After many changes both are built anew, the ordered set on this thread and the index on
     /// a second one; after few, the changes go into the image's set one by one, and into its
     /// index if a lookup built one.
-    pub fn finish(self) -> (Entries, Index) {
+    pub fn finish_indexed(self) -> (Entries, Index) {
+        let (set, index) = self.complete(true);
+        let index = index.unwrap_or_else(|| Index::build(set.iter().cloned()));
+        (set, index)
+    }
+
+    /// The entries, and the index if `indexed` (or if a lookup built one and few changed).
+    fn complete(self, indexed: bool) -> (Entries, Option<Index>) {
         self.base();
         let Rebuild {
             base,
@@ -168,7 +180,7 @@ impl<'a> Rebuild<'a> {
         } = self;
         let mut base = base.into_inner().unwrap_or_default();
         if changed.len().saturating_mul(MERGE_WHEN_ONE_IN) < base.len() {
-            let mut index = index.into_inner();
+            let mut index = index.into_inner().filter(|_| indexed);
             for c in changed {
                 match c {
                     // `replace`: entries compare by key, and `insert` would keep the old one.
@@ -186,25 +198,27 @@ impl<'a> Rebuild<'a> {
                     }
                 }
             }
-            let index = index.unwrap_or_else(|| Index::build(base.iter().cloned()));
             return (base, index);
         }
         // The old index would take a search per change, each a cache miss; building one over
         // the merged entries costs about what building the set does, so they are built at once.
         drop(index);
         let merged = merge(base, changed);
+        if !indexed {
+            return (merged.into_iter().collect(), None);
+        }
         let for_index = merged.clone();
         std::thread::scope(|s| {
             let index = std::thread::Builder::new()
                 .name("twinkv-index".into())
                 .spawn_scoped(s, move || Index::build(for_index.into_iter()));
             let set: Entries = merged.into_iter().collect();
-            let index = match index {
-                Ok(thread) => thread
+            // Without a second thread, `finish_indexed` builds it from the set.
+            let index = index.ok().map(|thread| {
+                thread
                     .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => Index::build(set.iter().cloned()),
-            };
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
             (set, index)
         })
     }
@@ -335,7 +349,7 @@ mod tests {
         });
         r.apply(put("y", 10));
         assert_eq!(
-            versions(&r.finish().0),
+            versions(&r.finish()),
             vec![("y".into(), 10), ("z".into(), 9)]
         );
     }
@@ -361,7 +375,7 @@ mod tests {
         for op in ops {
             r.apply(op);
         }
-        let (entries, index) = r.finish();
+        let (entries, index) = r.finish_indexed();
         assert_eq!(versions(&entries), versions(&want));
         assert_eq!(index.len(), want.len());
         assert!(want
@@ -407,7 +421,7 @@ mod tests {
                     }
                 }
             }
-            let (entries, index) = r.finish();
+            let (entries, index) = r.finish_indexed();
             prop_assert_eq!(versions(&entries), versions(&want));
             prop_assert_eq!(index.len(), want.len());
             for e in &want {
