@@ -1310,6 +1310,17 @@ fn every_log_line_is_a_json_object_and_inspect_dump_is_the_live_state() {
         "the dump holds more than the image: {image}"
     );
     assert_eq!(state(&s), live, "inspect disturbed the server");
+    // A start on a copy reads the image beside the log's replay (which waits for the image at
+    // the conditional writes and the deletes): it loads what inspect read one step at a time,
+    // with the same versions and seq.
+    let copy = clone_dir(dir.path());
+    let again = Server::start(copy.path(), &[]);
+    assert_eq!(
+        state(&again),
+        live,
+        "a start loads what the live server holds"
+    );
+    assert_eq!(again.terminate().code(), Some(0));
     assert_eq!(s.terminate().code(), Some(0));
 }
 
