@@ -23,20 +23,24 @@
 //! Dependencies run one way, in the order data flows; nothing points back up:
 //!
 //! ```text
-//!  main ─▶ cli, config, server, inspect
-//!  server ─▶ engine, http, config, snapshot (a test-only fault switch)
-//!  http ─▶ engine (to build its state), store, watch, snapshot and log (status only), metrics,
-//!          config
+//!  main ─▶ cli, config, inspect, server  (the binary, through the library's public items)
+//!  server ─▶ engine, http, cluster, config, store, snapshot (a test-only fault switch)
+//!  http ─▶ engine (to build its state), store, watch, cluster, snapshot, log (status only),
+//!          metrics, config, defaults
 //!  engine ─▶ recovery, log, snapshot, watch, store, metrics, defaults
-//!  inspect ─▶ recovery, log, snapshot
+//!  inspect ─▶ recovery, log, snapshot, store, cluster (the Raft section)
+//!  cluster ─▶ log, snapshot, store     (openraft's log storage, state machine and snapshots)
 //!  recovery ─▶ log, snapshot, store   (newest image, then replay the log with store's apply)
 //!  log ─▶ store, metrics, defaults    (implements store::Journal)
-//!  snapshot ─▶ store                  (implements store::Sink, reports on a store::MarkSender)
+//!  snapshot ─▶ store, defaults        (implements store::Sink, reports on a store::MarkSender)
 //!  watch ─▶ store                     (implements store::Sink: the event ring and watchers)
 //!  config ─▶ cli, store, defaults;  cli ─▶ store, defaults
 //!  store ─▶ (nothing in the crate)
 //!  metrics, defaults ─▶ (nothing in the crate)
 //! ```
+//!
+//! `tests/it/layering.rs` reads every `crate::` path under `src/` and holds this map to them:
+//! an edge the code has and the map lacks (or the reverse), or a circle, fails the test.
 //!
 //! - [`store`]: the map, its reader and writer, the pure apply, and the seam (`Journal`, `Sink`,
 //!   `Published`, `MarkWatch`, `Faults`) that persistence plugs into.

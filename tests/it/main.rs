@@ -18,6 +18,7 @@ mod faults;
 mod hostile;
 mod hygiene;
 mod inprocess;
+mod layering;
 mod logfiles;
 mod model;
 mod openapi;
