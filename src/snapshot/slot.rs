@@ -12,12 +12,12 @@
 //!    the new length durable; a new slot is renamed from its temporary name into place and the
 //!    directory synced, so a slot file only ever appears holding a complete image.
 //!    The map is dropped after the flush: a slot is mapped only while an image is written.
+//! 5. **publish**: the caller records the new durable seq (see `worker.rs`).
 //!
-//! While steps 2 and 3 run, every [`RELEASE_EVERY`] bytes behind the writer leave the
-//! process's page tables (`MADV_DONTNEED`), so a checkpoint adds at most that much to the
+//! While steps 2 and 3 run, the pages more than `RELEASE_EVERY` bytes behind the writer leave
+//! the process's page tables (`MADV_DONTNEED`), so a checkpoint adds at most that much to the
 //! resident set instead of a whole image (136 MB at a million keys): the bytes stay in the page
 //! cache for the flush.
-//! 5. **publish**: the caller records the new durable seq (see `worker.rs`).
 
 #![allow(unsafe_code)]
 
@@ -124,7 +124,7 @@ impl Slot {
             if let Some(map) = self.map.as_mut() {
                 map[from as usize..to as usize].fill(b' ');
             }
-            self.release(from, to)?;
+            self.release(from, to);
             from = to;
         }
         self.dirty_end = len;
@@ -173,17 +173,18 @@ impl Slot {
     }
 
     /// Drops the whole pages within `from..to` from this process's mapping; their bytes stay
-    /// in the file's page cache (see [`RELEASE_EVERY`]).
-    fn release(&self, from: u64, to: u64) -> io::Result<()> {
+    /// in the file's page cache (see [`RELEASE_EVERY`]). A failure costs only memory until the
+    /// map is dropped, so it is logged, not returned: it must not fail the checkpoint.
+    fn release(&self, from: u64, to: u64) {
         let Some(map) = self.map.as_ref() else {
-            return Ok(());
+            return;
         };
         let (from, to) = (
             from.div_ceil(PAGE) * PAGE,
             to.min(self.capacity) / PAGE * PAGE,
         );
         if from >= to {
-            return Ok(());
+            return;
         }
         // SAFETY: `map` is a shared mapping of the slot file (`MmapMut::map_mut`), so
         // MADV_DONTNEED only removes this process's page-table entries for the range: the
@@ -192,12 +193,15 @@ impl Slot {
         // them back from the file. No reference into the mapping is alive across the call:
         // `SlotWriter::write` and the blank step take their slices and drop them before it.
         // The range lies within the mapping: `to` is clamped to its length.
-        unsafe {
+        let released = unsafe {
             map.unchecked_advise_range(
                 UncheckedAdvice::DontNeed,
                 from as usize,
                 (to - from) as usize,
             )
+        };
+        if let Err(e) = released {
+            tracing::warn!(path = %self.path.display(), reason = %e, "cannot release written pages of the slot; they stay resident until the flush");
         }
     }
 
@@ -238,7 +242,7 @@ impl Write for SlotWriter<'_> {
         map[self.pos as usize..end as usize].copy_from_slice(buf);
         self.pos = end;
         if self.pos - self.released >= RELEASE_EVERY {
-            self.slot.release(self.released, self.pos)?;
+            self.slot.release(self.released, self.pos);
             self.released = self.pos / PAGE * PAGE;
         }
         Ok(buf.len())
