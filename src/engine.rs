@@ -23,7 +23,9 @@ use crate::metrics::Metrics;
 use crate::recovery::{self, Loaded, RecoveryError};
 use crate::snapshot::format::Position;
 use crate::snapshot::recover::Depth;
-use crate::snapshot::{Policy, SnapshotError, SnapshotStatus, Snapshotter, Start as SnapshotStart};
+use crate::snapshot::{
+    Policy, Priority, SnapshotError, SnapshotStatus, Snapshotter, Start as SnapshotStart,
+};
 use crate::store::{Downstream, Durability, Faults, Initial, MarkWatch, Store, WriteError};
 use crate::watch::{self, Hub, HubThread};
 
@@ -305,6 +307,7 @@ impl Engine {
             } else {
                 Box::new(move |index| compactor.delete_through(index))
             },
+            priority: Priority::Idle(None),
         };
         let snap_start = SnapshotStart {
             image: rec.image.clone(),

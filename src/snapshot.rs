@@ -9,6 +9,7 @@
 //! `inspect`. This module depends on the store; the store names nothing here.
 
 pub mod format;
+mod idle;
 pub mod recover;
 pub mod slot;
 mod worker;
@@ -116,12 +117,26 @@ pub struct Policy {
     pub checkpoint_log_bytes: u64,
     /// Deletes the log segments wholly at or below a record index (both slots cover them).
     pub compact: Box<dyn FnMut(u64) -> io::Result<usize> + Send>,
+    /// How an image shares the CPU with requests.
+    pub priority: Priority,
+}
+
+/// How the snapshot thread encodes an image (the final one at shutdown is always `Normal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// On a thread of its own at `SCHED_IDLE`, so it takes only CPU no request wants; given up
+    /// and written again at normal priority when it has not finished within a patience derived
+    /// from the image's size (at least 10 s), or within this one when set.
+    Idle(Option<Duration>),
+    /// On the snapshot thread, sharing the CPU fairly.
+    Normal,
 }
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("checkpoint_log_bytes", &self.checkpoint_log_bytes)
+            .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
 }

@@ -5,7 +5,8 @@
 //! publish nor any reader. It writes an image when the log since the newest image has grown
 //! past `--checkpoint-log-bytes` and past that image's own size (so the log never costs more
 //! than a few images of disk, and an image is never rewritten for a trickle of writes), when
-//! `POST /snapshot` asks, and at shutdown.
+//! `POST /snapshot` asks, and at shutdown. Every image but the one at shutdown is encoded at
+//! idle priority (see `idle`): requests never wait for a checkpoint's CPU.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,13 +17,23 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use super::format::{self, Position};
+use super::idle::{self, Patient};
 use super::slot::Slot;
-use super::{Msg, Policy, SnapshotError, SnapshotStatus};
+use super::{Msg, Policy, Priority, SnapshotError, SnapshotStatus};
 use crate::store::{Entries, MarkSender};
 
 /// After a failed checkpoint, the next automatic attempt waits this long (a `POST /snapshot`
 /// tries again at once).
 const RETRY: Duration = Duration::from_secs(1);
+
+/// The shortest wait for spare CPU a checkpoint at idle priority is granted before it is
+/// written again at normal priority.
+const MIN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A pessimistic encode rate (an image is written at about 200 MB/s here): a checkpoint at
+/// idle priority is granted four times the time its image would take at this rate, so a large
+/// map on an idle core is never given up for its size alone.
+const SLOW_BYTES_PER_SEC: f64 = 100e6;
 
 /// Test-only fault (set from `TWINKV_TEST_FAULT=snapshot-panic` in debug builds): the thread
 /// panics at its next attempt, so the supervision of background threads can be tested against
@@ -87,7 +98,7 @@ impl Worker {
                 return self.finish();
             }
             if self.next_attempt().is_some_and(|at| at <= Instant::now()) {
-                self.attempt();
+                self.attempt(self.policy.priority != Priority::Normal);
             }
         }
     }
@@ -95,7 +106,8 @@ impl Worker {
     /// The final image at shutdown, when anything is not yet in one.
     fn finish(&mut self) -> Result<(), SnapshotError> {
         if self.applied.seq > self.durable {
-            self.attempt();
+            // At normal priority: the server is stopping, no request waits for the core.
+            self.attempt(false);
         }
         match &self.status.load().last_error {
             Some(e) if self.applied.seq > self.durable => Err(SnapshotError::Final(Arc::clone(e))),
@@ -149,9 +161,9 @@ impl Worker {
         Some(self.retry_at.map_or(now, |r| r.max(now)))
     }
 
-    /// Writes the replica into the older slot, then publishes the outcome and deletes the log
-    /// segments both slots now cover.
-    fn attempt(&mut self) {
+    /// Writes the replica into the older slot (`idle`: on spare CPU first, see `idle`), then
+    /// publishes the outcome and deletes the log segments both slots now cover.
+    fn attempt(&mut self, idle: bool) {
         if PANIC_AT_NEXT_ATTEMPT.swap(false, Ordering::Relaxed) {
             panic!("injected fault: TWINKV_TEST_FAULT=snapshot-panic");
         }
@@ -160,7 +172,7 @@ impl Worker {
         let idx = self.next;
         let at = self.applied;
         let since = self.log_bytes.load(Ordering::Relaxed);
-        let result = self.write_slot(idx, at, &written_at);
+        let result = self.write_slot(idx, at, &written_at, idle);
         let elapsed = started.elapsed();
         let prev = self.status.load_full();
         match result {
@@ -228,15 +240,61 @@ impl Worker {
         idx: usize,
         at: Position,
         written_at: &str,
+        idle: bool,
     ) -> std::io::Result<(u64, u64)> {
-        let slot = match &mut self.slots[idx] {
-            Some(slot) => slot,
-            empty => empty.insert(Slot::open(&self.paths[idx])?),
-        };
+        if idle {
+            let patience = self.patience();
+            let slot = open_slot(&mut self.slots, &self.paths, idx)?;
+            let replica = &self.replica;
+            let tried = idle::run(patience, |stop| {
+                slot.write_image(|w| {
+                    format::encode(&mut Patient { inner: w, stop }, at, written_at, replica)
+                })
+            });
+            match tried {
+                Some(Ok(len)) => return Ok((len, slot.capacity())),
+                Some(Err(e)) if idle::gave_up(&e) => {
+                    tracing::info!(
+                        seq = at.seq,
+                        patience_ms = patience.as_millis() as u64,
+                        "no spare CPU for the checkpoint in time; writing it at normal priority"
+                    );
+                    // Part of an image is in it: open it afresh, as after any failed write.
+                    self.slots[idx] = None;
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        let slot = open_slot(&mut self.slots, &self.paths, idx)?;
         let replica = &self.replica;
         let len = slot.write_image(|w| format::encode(w, at, written_at, replica))?;
         Ok((len, slot.capacity()))
     }
+
+    /// How long a checkpoint at idle priority may wait for spare CPU: long enough for its
+    /// image on a core nothing else wants, never so long that the log outgrows its purpose.
+    fn patience(&self) -> Duration {
+        if let Priority::Idle(Some(fixed)) = self.policy.priority {
+            return fixed;
+        }
+        let bytes = self.image_bytes.max(self.replica.len() as u64 * 64);
+        MIN_PATIENCE.max(Duration::from_secs_f64(
+            4.0 * bytes as f64 / SLOW_BYTES_PER_SEC,
+        ))
+    }
+}
+
+/// Slot `idx`, opened now if it is not open (a slot whose write failed was dropped).
+fn open_slot<'a>(
+    slots: &'a mut [Option<Slot>; 2],
+    paths: &[PathBuf; 2],
+    idx: usize,
+) -> std::io::Result<&'a mut Slot> {
+    Ok(match &mut slots[idx] {
+        Some(slot) => slot,
+        empty => empty.insert(Slot::open(&paths[idx])?),
+    })
 }
 
 /// Now, as RFC 3339 in UTC with milliseconds.
@@ -247,4 +305,70 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::recover::{Depth, Scan};
+    use super::super::{Policy, Priority, Snapshotter, Start};
+    use super::*;
+    use crate::store::{Entry, Faults, Sink};
+
+    /// Writes one image of `keys` keys at seq 5 with `priority`; returns the seq and key count
+    /// recovery then finds in the dir.
+    fn checkpoint(priority: Priority, keys: usize) -> (u64, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Entries = (0..keys)
+            .map(|i| Entry::new(&format!("k{i:06}"), 5, b"\"v\""))
+            .collect();
+        let start = Start {
+            image: None,
+            at: Position {
+                seq: 5,
+                log_index: 0,
+            },
+            log_bytes: 0,
+        };
+        let policy = Policy {
+            checkpoint_log_bytes: u64::MAX,
+            compact: Box::new(|_| Ok(0)),
+            priority,
+        };
+        let (mut feed, snap) =
+            Snapshotter::start(dir.path(), &entries, start, policy, &Faults::default()).unwrap();
+        let waiter = snap.marks.waiter();
+        feed.checkpoint(5);
+        futures_executor::block_on(waiter.wait(5)).expect("the image is flushed");
+        assert_eq!(snap.status.load().written, 1);
+        drop(feed);
+        snap.join().unwrap();
+        let (_, _, image) = Scan::dir(dir.path(), Depth::Newest)
+            .unwrap()
+            .into_recovery()
+            .unwrap()
+            .expect("an image");
+        (image.seq, image.entries.len())
+    }
+
+    #[test]
+    fn a_checkpoint_at_idle_priority_is_a_whole_image() {
+        assert_eq!(checkpoint(Priority::Idle(None), 3_000), (5, 3_000));
+    }
+
+    #[test]
+    fn a_checkpoint_that_runs_out_of_patience_is_written_again_whole() {
+        // No patience at all: the idle attempt stops at its first chunk (or finishes first,
+        // on a quiet core); either way the image that counts is whole.
+        assert_eq!(
+            checkpoint(Priority::Idle(Some(Duration::ZERO)), 30_000),
+            (5, 30_000)
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_at_normal_priority_is_a_whole_image() {
+        assert_eq!(checkpoint(Priority::Normal, 3_000), (5, 3_000));
+    }
 }
