@@ -219,6 +219,16 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// The bytes of keys and values the command would add to a log record.
+    fn weight(&self) -> usize {
+        match self {
+            Command::Write { write, .. } => write.weight(),
+            _ => 0,
+        }
+    }
+}
+
 /// What the store starts from: a recovered map and the seq it was taken at.
 #[derive(Debug, Default)]
 pub struct Initial {
@@ -622,6 +632,84 @@ mod tests {
         assert!(r.list("", Some("zzz"), 10).items.is_empty());
         let page = r.list("b/", None, 3);
         assert_eq!((page.items.len(), page.next()), (3, None));
+        store.shutdown();
+    }
+
+    /// A journal that records each record's weight, and holds its first append until told.
+    #[derive(Debug)]
+    struct Gated {
+        records: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+        index: u64,
+    }
+
+    impl Journal for Gated {
+        fn append(
+            &mut self,
+            _seq: u64,
+            _now: u64,
+            writes: &[Logged],
+            _flush: bool,
+        ) -> Result<Appended, SharedError> {
+            if let Some(gate) = self.gate.take() {
+                let _ = gate.recv();
+            }
+            let weight = writes.iter().map(|w| w.clone().into_write().weight()).sum();
+            self.records.lock().unwrap().push((writes.len(), weight));
+            self.index += 1;
+            Ok(Appended {
+                index: self.index,
+                bytes: weight as u64,
+            })
+        }
+    }
+
+    #[test]
+    fn a_drained_batch_and_so_a_log_record_is_bounded_in_bytes() {
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (open, gate) = std::sync::mpsc::channel();
+        let journal = Gated {
+            records: Arc::clone(&records),
+            gate: Some(gate),
+            index: 0,
+        };
+        let downstream = Downstream {
+            journal: Some(Box::new(journal)),
+            ..Downstream::default()
+        };
+        let store = Store::start(Initial::default(), Durability::Async, downstream).unwrap();
+        let h = store.handle();
+        // The first write holds the writer in its append while 48 writes of 512 KiB queue.
+        let first = {
+            let h = h.clone();
+            std::thread::spawn(move || h.put_blocking(Arc::from("first"), text("v")))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let big = "x".repeat(512 * 1024);
+        let writers: Vec<_> = (0..48)
+            .map(|i| {
+                let (h, big) = (h.clone(), big.clone());
+                std::thread::spawn(move || h.put_blocking(Arc::from(format!("k{i}")), text(&big)))
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        open.send(()).unwrap();
+        first.join().unwrap().unwrap();
+        for w in writers {
+            w.join().unwrap().unwrap();
+        }
+        let records = records.lock().unwrap().clone();
+        let writes: usize = records.iter().map(|(n, _)| n).sum();
+        assert_eq!(writes, 49);
+        let one = big.len() + 2 + 32;
+        for (n, weight) in &records {
+            assert!(
+                *weight < writer::MAX_BATCH_BYTES + one,
+                "a record of {n} writes weighs {weight} bytes"
+            );
+        }
+        // The queued writes were drained together, up to the bound: not one record each.
+        assert!(records.len() < 30, "{} records", records.len());
         store.shutdown();
     }
 

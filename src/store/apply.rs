@@ -72,6 +72,25 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// About how many bytes of keys and values the write puts in a log record: what bounds a
+    /// drained batch.
+    pub fn weight(&self) -> usize {
+        // A key's quotes, separators and conditions: a few dozen bytes whatever its length.
+        const OVERHEAD: usize = 32;
+        match self {
+            Write::Put { key, value, .. } => key.len() + value.json_len() + OVERHEAD,
+            Write::Delete { key, .. } | Write::Expire { key } => key.len() + OVERHEAD,
+            Write::Batch { puts, deletes } => {
+                puts.iter()
+                    .map(|(k, v, _)| k.len() + v.json_len() + OVERHEAD)
+                    .sum::<usize>()
+                    + deletes.iter().map(|k| k.len() + OVERHEAD).sum::<usize>()
+            }
+        }
+    }
+}
+
 /// An accepted write as the log records it: the command as sent, its value already sealed in
 /// the entry the map holds (the log reads the value's bytes and expiry time from there; the
 /// version is not logged, replay derives it).

@@ -25,6 +25,12 @@ use super::{Command, Reply, WriteError, Written};
 /// Most commands one publish serves. Bounds the reply latency of the first command in a batch.
 const MAX_BATCH: usize = 4096;
 
+/// Most bytes of keys and values ([`Write::weight`]) a drained batch gathers, so one log record
+/// (a line that is written, checksummed and decoded whole) stays bounded: the drain stops once
+/// a batch reaches it. A single write larger than this (a `POST /kv` of up to
+/// `--max-batch-bytes`) still makes a record of its own.
+pub(super) const MAX_BATCH_BYTES: usize = 8 << 20;
+
 /// Most expired keys removed in one round: a million keys expiring at once are removed a
 /// bounded batch at a time, between client batches, so writes never stall for long.
 pub(super) const MAX_EXPIRE_ROUND: usize = 1000;
@@ -159,14 +165,21 @@ impl Writer {
                     .map_err(|_| RecvTimeoutError::Disconnected),
                 Some(d) => self.commands.recv_timeout(d),
             };
+            let mut bytes = 0;
             match first {
-                Ok(cmd) => batch.push(cmd),
+                Ok(cmd) => {
+                    bytes += cmd.weight();
+                    batch.push(cmd);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match self.commands.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
+                    Ok(cmd) => {
+                        bytes += cmd.weight();
+                        batch.push(cmd);
+                    }
                     Err(_) => break,
                 }
             }
