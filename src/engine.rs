@@ -402,6 +402,26 @@ impl Engine {
     ///
     /// After a fault it still writes what it can, then reports the fault.
     pub fn close(self) -> Result<(), EngineError> {
+        self.stop()
+    }
+
+    /// Stops as a crash of the process would leave the data dir, and releases its lock: the
+    /// writer and the log stop as in [`Engine::close`] (every answered write is in the log
+    /// files), but the snapshot thread starts no image, so there is no final snapshot and no
+    /// log segment is deleted, and the next [`Engine::open`] replays the log since the newest
+    /// image. A checkpoint already under way is finished first; no thread is left running.
+    ///
+    /// It exists so that tests can restart through log replay within one process (a killed
+    /// process would end the test too); it reports a fault like `close`.
+    #[doc(hidden)]
+    pub fn crash(self) -> Result<(), EngineError> {
+        self.snapshotter.abandon();
+        self.stop()
+    }
+
+    /// Stops the threads in order and waits for them; what the snapshot thread writes at the
+    /// end depends on whether it was abandoned.
+    fn stop(self) -> Result<(), EngineError> {
         self.hub.close();
         self.store.shutdown();
         self.hub_thread.join();

@@ -17,7 +17,7 @@ pub(crate) use worker::now_rfc3339;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -183,6 +183,8 @@ pub struct Snapshotter {
     pub marks: MarkWatch,
     /// Log bytes written since the newest image.
     pub log_bytes: Arc<AtomicU64>,
+    /// Set by [`Snapshotter::abandon`]: the thread writes no more images.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Snapshotter {
@@ -228,6 +230,7 @@ impl Snapshotter {
         let image_seq = image.map_or(0, |r| r.seq);
         let (mark_tx, mark_rx) = marks(image_seq);
         let log_bytes = Arc::new(AtomicU64::new(start.log_bytes));
+        let abandoned = Arc::new(AtomicBool::new(false));
         let worker = worker::Worker {
             paths,
             slots: [None, None],
@@ -243,6 +246,7 @@ impl Snapshotter {
             marks: mark_tx,
             log_bytes: Arc::clone(&log_bytes),
             retry_at: None,
+            abandoned: Arc::clone(&abandoned),
         };
         let (tx, rx) = mpsc::channel();
         let join = faults
@@ -255,8 +259,19 @@ impl Snapshotter {
                 status,
                 marks: mark_rx,
                 log_bytes,
+                abandoned,
             },
         ))
+    }
+
+    /// From now on the thread starts no image, neither a checkpoint nor the final one once its
+    /// feed is dropped (an image already being written is finished), so the data dir is left
+    /// as a crash would leave it (for `Engine::crash`, which tests use). Call it before the
+    /// writer stops.
+    pub fn abandon(&self) {
+        // Relaxed: the writer's shutdown, which follows, reaches the thread through its
+        // channel, which orders this store before the thread sees the feed dropped.
+        self.abandoned.store(true, Ordering::Relaxed);
     }
 
     /// Waits for the thread, which ends once its feed is dropped and the final image written.

@@ -71,10 +71,12 @@ pub(super) struct Worker {
     pub(super) log_bytes: Arc<AtomicU64>,
     /// After a failure, no automatic attempt before this instant.
     pub(super) retry_at: Option<Instant>,
+    /// Set by `Snapshotter::abandon`: no more attempts, and no final image.
+    pub(super) abandoned: Arc<AtomicBool>,
 }
 
 impl Worker {
-    /// Runs until the writer drops its feed, then writes a final image.
+    /// Runs until the writer drops its feed, then writes a final image (unless abandoned).
     pub(super) fn run(mut self, rx: Receiver<Msg>) -> Result<(), SnapshotError> {
         loop {
             let mut closed = false;
@@ -103,8 +105,17 @@ impl Worker {
         }
     }
 
-    /// The final image at shutdown, when anything is not yet in one.
+    /// The final image at shutdown, when anything is not yet in one and the thread was not
+    /// abandoned.
     fn finish(&mut self) -> Result<(), SnapshotError> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            tracing::info!(
+                seq = self.durable,
+                applied = self.applied.seq,
+                "abandoned: no final snapshot"
+            );
+            return Ok(());
+        }
         if self.applied.seq > self.durable {
             // At normal priority: the server is stopping, no request waits for the core.
             self.attempt(false);
@@ -151,7 +162,7 @@ impl Worker {
 
     /// When the next snapshot should start: `None` when nothing calls for one.
     fn next_attempt(&self) -> Option<Instant> {
-        if self.applied.seq <= self.durable {
+        if self.applied.seq <= self.durable || self.abandoned.load(Ordering::Relaxed) {
             return None;
         }
         if self.wanted <= self.durable && !self.log_is_due() {
