@@ -8,7 +8,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::recovery::{self, Recovery, RecoveryError};
+use crate::log::scan::LogReport;
+use crate::recovery::{self, Recovery, Refusal};
 use crate::snapshot::format;
 use crate::snapshot::recover::{Depth, RecoverError, Scan};
 use crate::Chain;
@@ -91,15 +92,21 @@ fn slot_reports(scan: &Scan) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn log_reports(rec: &Result<Recovery, RecoveryError>) -> Vec<serde_json::Value> {
-    let Ok(rec) = rec else {
-        return Vec::new();
-    };
-    rec.log
-        .segments
+/// The log as the scan found it: every segment, also when recovery refuses (then empty only
+/// when the snapshots were refused before the log was read).
+fn log_of(rec: &Result<Recovery, Refusal>) -> &LogReport {
+    match rec {
+        Ok(r) => &r.log,
+        Err(r) => &r.log,
+    }
+}
+
+/// One JSON object per log segment.
+fn log_reports(log: &LogReport) -> Vec<serde_json::Value> {
+    log.segments
         .iter()
         .map(|s| {
-            let torn = rec.log.torn.as_ref().filter(|t| t.path == s.path);
+            let torn = log.torn.as_ref().filter(|t| t.path == s.path);
             json!({
                 "path": s.path, "valid": s.error.is_none(), "error": s.error,
                 "first_index": s.first_index, "last_index": s.last_index,
@@ -113,7 +120,7 @@ fn log_reports(rec: &Result<Recovery, RecoveryError>) -> Vec<serde_json::Value> 
 
 fn report(
     files: &[serde_json::Value],
-    rec: &Result<Recovery, RecoveryError>,
+    rec: &Result<Recovery, Refusal>,
     path: &Path,
     mode: Mode,
     out: &mut dyn Write,
@@ -128,29 +135,29 @@ fn report(
             };
             let mut doc = json!({
                 "files": files,
-                "log": log_reports(rec),
+                "log": log_reports(log_of(rec)),
                 "recovers_from": from,
                 "recovers_to_seq": to,
             });
             if let Some(raft) = crate::cluster::inspect(path) {
                 doc["raft"] = raft;
             }
-            if let Err(e) = rec {
-                doc["error"] = json!(Chain(e).to_string());
+            if let Err(r) = rec {
+                doc["error"] = json!(Chain(&r.error).to_string());
             }
             serde_json::to_writer_pretty(&mut *out, &doc)?;
             writeln!(out)
         }
         Mode::Dump => match rec {
             Ok(r) => format::dump(out, &r.entries, crate::store::now_ms()),
-            Err(e) => writeln!(err, "twinkv inspect: nothing to dump: {}", Chain(e)),
+            Err(r) => writeln!(err, "twinkv inspect: nothing to dump: {}", Chain(&r.error)),
         },
     }
 }
 
 fn human(
     files: &[serde_json::Value],
-    rec: &Result<Recovery, RecoveryError>,
+    rec: &Result<Recovery, Refusal>,
     path: &Path,
     out: &mut dyn Write,
 ) -> io::Result<()> {
@@ -199,35 +206,41 @@ fn human(
             "a cluster node starts from its Raft snapshot and applies the committed entries after it"
         )?;
     }
+    let log = log_of(rec);
+    if rec.is_ok() && log.segments.is_empty() {
+        writeln!(out, "log: no segments")?;
+    }
+    for s in &log.segments {
+        writeln!(out, "{}", s.path.display())?;
+        writeln!(out, "  file size:  {} bytes", s.bytes)?;
+        match (s.last_index, s.seqs) {
+            (Some(last), Some((a, b))) => writeln!(
+                out,
+                "  records:    index {}..={last}, seq {a}..={b}",
+                s.first_index
+            )?,
+            _ => writeln!(
+                out,
+                "  records:    none (starts at index {})",
+                s.first_index
+            )?,
+        }
+        match &s.error {
+            None => writeln!(out, "  valid:      yes")?,
+            Some(e) => writeln!(out, "  valid:      NO, {e}")?,
+        }
+        if let Some(t) = log.torn.as_ref().filter(|t| t.path == s.path) {
+            // A start cuts it only when it goes on to start.
+            let cut = if rec.is_ok() { "; cut at start" } else { "" };
+            writeln!(
+                out,
+                "  torn tail:  {} bytes at offset {} (never answered{cut})",
+                t.bytes, t.offset
+            )?;
+        }
+    }
     match rec {
         Ok(r) => {
-            if r.log.segments.is_empty() {
-                writeln!(out, "log: no segments")?;
-            }
-            for s in &r.log.segments {
-                writeln!(out, "{}", s.path.display())?;
-                writeln!(out, "  file size:  {} bytes", s.bytes)?;
-                match (s.last_index, s.seqs) {
-                    (Some(last), Some((a, b))) => writeln!(
-                        out,
-                        "  records:    index {}..={last}, seq {a}..={b}",
-                        s.first_index
-                    )?,
-                    _ => writeln!(
-                        out,
-                        "  records:    none (starts at index {})",
-                        s.first_index
-                    )?,
-                }
-                writeln!(out, "  valid:      yes")?;
-                if let Some(t) = r.log.torn.as_ref().filter(|t| t.path == s.path) {
-                    writeln!(
-                        out,
-                        "  torn tail:  {} bytes at offset {} (never answered; cut at start)",
-                        t.bytes, t.offset
-                    )?;
-                }
-            }
             let from = match &r.image {
                 Some(i) => format!("{} (seq {})", i.path.display(), i.seq),
                 None => "no snapshot".into(),
@@ -240,10 +253,10 @@ fn human(
                 r.entries.len()
             )
         }
-        Err(e) => writeln!(
+        Err(r) => writeln!(
             out,
             "a server would refuse to start on this data dir: {}",
-            Chain(e)
+            Chain(&r.error)
         ),
     }
 }

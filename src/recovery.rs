@@ -56,6 +56,16 @@ pub enum RecoveryError {
     },
 }
 
+/// A refusal, with what the log scan found (every segment, the damaged one with its error),
+/// for `inspect` to show; the log is empty when the snapshots were refused before it was read.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Why recovery refuses.
+    pub error: RecoveryError,
+    /// The log as the scan found it (boxed, so that the result stays small).
+    pub log: Box<LogReport>,
+}
+
 /// Reads the data dir `dir` and works out what recovery would load.
 ///
 /// The image and the log are read at once: the image is decoded on a thread of its own while
@@ -68,12 +78,13 @@ pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
     if let Some(rec) = claimed_seq(dir).and_then(|claim| speculate(dir, depth, &log_dir, claim)) {
         return Ok(rec);
     }
-    replay_scan(Scan::dir(dir, depth)?, Some(&log_dir), true)
+    replay_scan(Scan::dir(dir, depth)?, Some(&log_dir), true).map_err(|r| r.error)
 }
 
 /// Like [`recover`], from a slot scan already made, one step after the other and without the
-/// store's index (for `inspect`; a single slot file passes no log).
-pub fn recover_scan(slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, RecoveryError> {
+/// store's index (for `inspect`; a single slot file passes no log). A refusal keeps the log
+/// report, so that every segment can still be shown.
+pub fn recover_scan(slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, Refusal> {
     replay_scan(slots, log_dir, false)
 }
 
@@ -82,8 +93,12 @@ fn replay_scan(
     mut slots: Scan,
     log_dir: Option<&Path>,
     indexed: bool,
-) -> Result<Recovery, RecoveryError> {
-    let (image, loaded) = match slots.take_recovery()? {
+) -> Result<Recovery, Refusal> {
+    let newest = slots.take_recovery().map_err(|e| Refusal {
+        error: e.into(),
+        log: Box::default(),
+    })?;
+    let (image, loaded) = match newest {
         Some((path, capacity, image)) => {
             let loaded = loaded(path, capacity, &image);
             (Some(image), Some(loaded))
@@ -112,21 +127,33 @@ fn replay_scan(
         replayed += 1;
         Ok(())
     };
-    let log = match log_dir {
+    let mut log = match log_dir {
         Some(dir) => scan::scan(dir, after, visit),
         None => LogReport::default(),
     };
     if let Some(d) = &log.damage {
-        return Err(RecoveryError::Log(d.clone()));
+        let error = RecoveryError::Log(d.clone());
+        return Err(Refusal {
+            error,
+            log: Box::new(log),
+        });
     }
     if let Some(first) = log.first_index {
         if first > after + 1 {
-            return Err(RecoveryError::Unreachable {
+            let error = RecoveryError::Unreachable {
                 first,
                 needed: after,
                 snapshot: loaded
                     .as_ref()
                     .map_or("an empty store".into(), |l| l.path.display().to_string()),
+            };
+            // The records missing come before the first segment: it is the one to name.
+            if let Some(seg) = log.segments.first_mut() {
+                seg.error.get_or_insert_with(|| error.to_string());
+            }
+            return Err(Refusal {
+                error,
+                log: Box::new(log),
             });
         }
     }

@@ -8,7 +8,8 @@
 //! every line is one record whose checksum holds. A bad line with nothing valid after it, at
 //! the end of the last segment, is a torn tail: a record that was never answered (in `sync`)
 //! or never flushed. Any other bad line, a gap, or an unreadable file is damage, reported with
-//! the file and byte offset.
+//! the file and byte offset. The scan reads on past damage, checking each later segment on its
+//! own, so that `inspect` can list every segment and say which one is bad.
 
 use std::fs;
 use std::io::Read;
@@ -95,7 +96,7 @@ pub enum Damage {
 pub struct LogReport {
     /// One report per segment, in index order.
     pub segments: Vec<SegmentReport>,
-    /// A torn tail to cut, if any.
+    /// A torn tail to cut, if any (recovery refuses instead when there is damage too).
     pub torn: Option<Torn>,
     /// The first damage found; recovery refuses when there is one.
     pub damage: Option<Damage>,
@@ -108,8 +109,11 @@ pub struct LogReport {
 }
 
 /// Reads every segment in `dir` (a missing folder is an empty log), handing each valid record
-/// whose index is above `after` to `visit`, in order, with the length of its line. Stops at the
-/// first damage.
+/// whose index is above `after` to `visit`, in order, with the length of its line.
+///
+/// Nothing after the first damage is visited, and `last` and `bytes_after` stop there; the
+/// segments after it are still read, each checked on its own from the index of its name, so
+/// that the report lists every segment and says which ones are sound.
 pub fn scan(
     dir: &Path,
     after: u64,
@@ -129,6 +133,7 @@ pub fn scan(
     };
     firsts.sort_unstable();
     report.first_index = firsts.first().copied();
+    // The index the next segment's name should say; unknown after a segment with damage.
     let mut expected: Option<u64> = None;
     let count = firsts.len();
     // One buffer for every segment: a fresh one each time would fault in every page again.
@@ -144,33 +149,31 @@ pub fn scan(
             seqs: None,
             error: None,
         };
-        if let Some(e) = expected {
-            if e != first {
-                let d = Damage::MissingSegment {
-                    path: path.clone(),
-                    expected: e,
-                    named: first,
-                };
-                seg.error = Some(d.to_string());
-                report.segments.push(seg);
-                report.damage = Some(d);
-                return report;
-            }
+        if let Some(e) = expected.filter(|&e| e != first) {
+            let d = Damage::MissingSegment {
+                path: path.clone(),
+                expected: e,
+                named: first,
+            };
+            found(&mut report, &mut seg, d);
         }
+        // Whether the log holds so far: records are visited only then.
+        let live = report.damage.is_none();
         bytes.clear();
         if let Err(e) = fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)) {
             let d = Damage::Unreadable {
                 path: path.clone(),
                 reason: e.to_string(),
             };
-            seg.error = Some(d.to_string());
+            found(&mut report, &mut seg, d);
             report.segments.push(seg);
-            report.damage = Some(d);
-            return report;
+            expected = None;
+            continue;
         }
         seg.bytes = bytes.len() as u64;
         let mut next = first;
         let mut offset = 0usize;
+        let mut sound = true;
         while offset < bytes.len() {
             let rest = &bytes[offset..];
             let (line, len) = match memchr::memchr(b'\n', rest) {
@@ -199,8 +202,8 @@ pub fn scan(
                             offset: offset as u64,
                             reason: crate::Chain(&e).to_string(),
                         };
-                        seg.error = Some(d.to_string());
-                        report.damage = Some(d);
+                        found(&mut report, &mut seg, d);
+                        sound = false;
                     }
                     break;
                 }
@@ -212,8 +215,8 @@ pub fn scan(
                     expected: next,
                     found: rec.index,
                 };
-                seg.error = Some(d.to_string());
-                report.damage = Some(d);
+                found(&mut report, &mut seg, d);
+                sound = false;
                 break;
             }
             let (index, seq) = (rec.index, rec.seq);
@@ -222,30 +225,35 @@ pub fn scan(
                 Some((s, _)) => (s, seq),
                 None => (seq, seq),
             });
-            report.last = Some((index, seq));
-            if index > after {
-                report.bytes_after += len as u64;
-                if let Err(reason) = visit(rec, len as u64) {
-                    let d = Damage::Record {
-                        path: path.clone(),
-                        offset: offset as u64,
-                        reason,
-                    };
-                    seg.error = Some(d.to_string());
-                    report.damage = Some(d);
-                    break;
+            if live {
+                report.last = Some((index, seq));
+                if index > after {
+                    report.bytes_after += len as u64;
+                    if let Err(reason) = visit(rec, len as u64) {
+                        let d = Damage::Record {
+                            path: path.clone(),
+                            offset: offset as u64,
+                            reason,
+                        };
+                        found(&mut report, &mut seg, d);
+                        sound = false;
+                        break;
+                    }
                 }
             }
             next += 1;
             offset += len;
         }
         report.segments.push(seg);
-        if report.damage.is_some() || report.torn.is_some() {
-            return report;
-        }
-        expected = Some(next);
+        expected = sound.then_some(next);
     }
     report
+}
+
+/// Records damage found in `seg`: its error and, if it is the first, the log's.
+fn found(report: &mut LogReport, seg: &mut SegmentReport, d: Damage) {
+    seg.error.get_or_insert_with(|| d.to_string());
+    report.damage.get_or_insert(d);
 }
 
 /// Whether any complete line after a bad one is a valid record: then the bad one is damage in
@@ -274,4 +282,91 @@ pub fn repair(torn: &Torn) -> std::io::Result<PathBuf> {
     file.sync_all()?;
     super::file::sync_dir(&torn.path)?;
     Ok(broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Apply, Conditions, Entries, Expiry, PendingValue, Write};
+    use std::sync::Arc;
+
+    /// The line of a record at `index` that puts one key (its seq is `index`).
+    fn line(index: u64) -> Vec<u8> {
+        let state = Entries::new();
+        let mut apply = Apply::new(|k: &str| state.get(k.as_bytes()).cloned(), index - 1, 7);
+        apply
+            .apply(Write::Put {
+                key: Arc::from("k"),
+                value: PendingValue::from_text("v"),
+                cond: Conditions::default(),
+                expires: Expiry::Never,
+            })
+            .expect("a put applies");
+        let mut out = Vec::new();
+        record::encode(&mut out, index, apply.seq, 7, &apply.logged);
+        out
+    }
+
+    fn lines(indexes: impl IntoIterator<Item = u64>) -> Vec<u8> {
+        indexes.into_iter().flat_map(line).collect()
+    }
+
+    #[test]
+    fn the_scan_reads_on_past_damage_checking_each_later_segment_on_its_own() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |first: u64, bytes: &[u8]| {
+            fs::write(dir.path().join(segment_name(first)), bytes).expect("segment");
+        };
+        write(1, &lines(1..=3));
+        // Record 5's checksum broken, with record 6 after it: damage, not a torn tail.
+        let mut second = lines(4..=6);
+        let at = line(4).len();
+        second[at + line(5).len() - 4] ^= 0x01;
+        write(4, &second);
+        write(7, &lines(7..=8));
+        // Index 9 is nowhere: the segment after the gap is named 10.
+        write(10, &lines(10..=11));
+        // A torn tail at the end of the last segment.
+        write(12, &[line(12), line(13)[..20].to_vec()].concat());
+
+        let mut visited = Vec::new();
+        let report = scan(dir.path(), 0, |rec, _| {
+            visited.push(rec.index);
+            Ok(())
+        });
+        assert_eq!(visited, [1, 2, 3, 4], "nothing after the damage is visited");
+        assert_eq!(report.last, Some((4, 4)));
+        assert_eq!(report.bytes_after, (line(1).len() * 4) as u64);
+        match &report.damage {
+            Some(Damage::Record { path, offset, .. }) => {
+                assert_eq!(
+                    (path, *offset),
+                    (&dir.path().join(segment_name(4)), at as u64)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let got: Vec<_> = report
+            .segments
+            .iter()
+            .map(|s| (s.first_index, s.last_index, s.bytes, s.error.clone()))
+            .collect();
+        let len = |first: u64| {
+            fs::metadata(dir.path().join(segment_name(first)))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0], (1, Some(3), len(1), None));
+        assert_eq!(got[2], (7, Some(8), len(7), None));
+        assert_eq!(got[4], (12, Some(12), len(12), None));
+        let error = got[1].3.as_deref().expect("the damaged segment's error");
+        assert_eq!(got[1].1, Some(4), "the records before the damage");
+        assert!(error.contains(&format!("at byte {at}")), "{error}");
+        let error = got[3].3.as_deref().expect("the segment after the gap");
+        assert_eq!(got[3].1, Some(11), "the segment is read all the same");
+        assert!(error.contains("should start at index 9"), "{error}");
+        let torn = report.torn.as_ref().expect("the torn tail");
+        assert_eq!(torn.offset, line(12).len() as u64);
+    }
 }

@@ -9,7 +9,8 @@
 //! - damage anywhere else (an earlier record, a missing segment, a missing or repeated index, a
 //!   log that does not reach back to the snapshot's position) makes the server refuse to start,
 //!   exit 1, naming the file (and byte offset), with nothing in the data dir changed, and
-//!   `inspect` exits 1 and names the same place;
+//!   `inspect` exits 1 and names the same place, still listing every segment: the one that
+//!   holds the damage invalid with that reason, the others valid;
 //! - a crash between any two steps of a checkpoint recovers exactly, and the segments kept are
 //!   those back to the older slot's position;
 //! - every line of every segment is a JSON object `jq` reads, and `inspect --dump` of a live
@@ -178,8 +179,9 @@ fn stderr_with(s: &Server, text: &str) -> String {
 
 /// Asserts a server refuses to start on `dir`: exit 1, every place in `names` in its message,
 /// nothing in the data dir changed; and that `inspect` exits 1 naming the same places, in both
-/// its human and its JSON report. Returns the message.
-fn assert_refused(dir: &Path, args: &[&str], names: &[&str], case: &str) -> String {
+/// its human and its JSON report, and lists every segment with `damaged` (the segment that
+/// holds the damage) invalid. Returns the message.
+fn assert_refused(dir: &Path, args: &[&str], damaged: &Path, names: &[&str], case: &str) -> String {
     let before = files(dir);
     let err = match Server::try_start(dir, args) {
         Ok(s) => {
@@ -225,8 +227,104 @@ fn assert_refused(dir: &Path, args: &[&str], names: &[&str], case: &str) -> Stri
         );
     }
     assert_eq!(report["recovers_from"], Value::Null, "{case}: {report}");
+    assert_log_listed(dir, damaged, names, &report, &human, case);
     assert!(files(dir) == before, "{case}: inspect changed the data dir");
     err
+}
+
+/// Asserts inspect's reports on a refused `dir` list every segment of its log, in index order,
+/// with its size and first index: `damaged` invalid, its error naming each of `names`, and
+/// every other one valid, with no error and the last index its file holds. The human report
+/// has a paragraph per segment saying the same.
+fn assert_log_listed(
+    dir: &Path,
+    damaged: &Path,
+    names: &[&str],
+    report: &Value,
+    human: &str,
+    case: &str,
+) {
+    let segs = segments(dir);
+    assert!(
+        segs.iter().any(|s| s == damaged),
+        "{case}: {} is not a segment of {segs:?}",
+        damaged.display()
+    );
+    let listed: Vec<&str> = report["log"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{case}: no log array in {report}"))
+        .iter()
+        .map(|s| s["path"].as_str().unwrap_or("?"))
+        .collect();
+    let every: Vec<String> = segs.iter().map(|s| shown(s)).collect();
+    assert_eq!(listed, every, "{case}: the segments inspect --json lists");
+    let paragraphs = paragraphs(human);
+    for seg in &segs {
+        let entry = log_entry(report, seg);
+        let paragraph = paragraphs.get(&shown(seg)).unwrap_or_else(|| {
+            panic!(
+                "{case}: the human report has no paragraph for {}: {human}",
+                seg.display()
+            )
+        });
+        let size = fs::metadata(seg).unwrap().len();
+        assert_eq!(entry["bytes"], json!(size), "{case}: {entry}");
+        assert_eq!(
+            entry["first_index"],
+            json!(first_index(seg).unwrap()),
+            "{case}: {entry}"
+        );
+        assert!(
+            paragraph.contains(&format!("file size:  {size} bytes")),
+            "{case}: {paragraph}"
+        );
+        if seg == damaged {
+            assert_eq!(entry["valid"], false, "{case}: {entry}");
+            let error = entry["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{case}: no error for the damaged segment: {entry}"));
+            assert!(
+                paragraph.contains("valid:      NO, "),
+                "{case}: {paragraph}"
+            );
+            for n in names {
+                assert!(error.contains(n), "{case}: {entry} does not name {n:?}");
+                assert!(
+                    paragraph.contains(n),
+                    "{case}: {paragraph} does not name {n:?}"
+                );
+            }
+        } else {
+            let last = lines(seg)
+                .last()
+                .map(|(_, line)| num(&record(line), "index"));
+            assert_eq!(entry["valid"], true, "{case}: {entry}");
+            assert_eq!(entry["error"], Value::Null, "{case}: {entry}");
+            assert_eq!(entry["last_index"], json!(last), "{case}: {entry}");
+            assert!(paragraph.contains("valid:      yes"), "{case}: {paragraph}");
+        }
+    }
+}
+
+/// The paragraphs of a human report by their first line (a path, or a verdict): each runs on
+/// over the indented lines after it.
+fn paragraphs(human: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut head: Option<String> = None;
+    for line in human.lines() {
+        match &head {
+            Some(h) if line.starts_with(' ') => {
+                let text: &mut String = out.get_mut(h).expect("the paragraph begun");
+                text.push_str(line);
+                text.push('\n');
+            }
+            _ => {
+                head = Some(line.to_string());
+                out.insert(line.to_string(), format!("{line}\n"));
+            }
+        }
+    }
+    out
 }
 
 /// The path of a segment as messages print it.
@@ -603,13 +701,19 @@ fn made_with_segments() -> tempfile::TempDir {
     dir
 }
 
-/// A copy of `made`'s dir with `alter` applied to its segment list; asserts the server refuses
-/// it, naming each of `names(segments)`.
-fn assert_damage_refused(made: &Path, case: &str, alter: impl FnOnce(&[PathBuf]) -> Vec<String>) {
+/// A copy of `made`'s dir with `alter` applied to its segment list; `alter` returns the
+/// segment that then holds the damage and what else a report must name (the byte offset, an
+/// index). Asserts the server refuses it, naming the segment and each of those.
+fn assert_damage_refused(
+    made: &Path,
+    case: &str,
+    alter: impl FnOnce(&[PathBuf]) -> (PathBuf, Vec<String>),
+) {
     let copy = clone_dir(made);
-    let names = alter(&segments(copy.path()));
+    let (damaged, names) = alter(&segments(copy.path()));
+    let names: Vec<String> = [shown(&damaged)].into_iter().chain(names).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    assert_refused(copy.path(), &[], &names, case);
+    assert_refused(copy.path(), &[], &damaged, &names, case);
 }
 
 /// Sets byte `at` of line `n` of `path` to `to`.
@@ -642,7 +746,7 @@ fn a_changed_byte_in_an_earlier_record_is_refused_naming_file_and_offset() {
             let at = text.find(pick).unwrap() + pick.len();
             let to = if line[at] == b'0' { b'1' } else { b'0' };
             let offset = change_byte(seg, n, at, to);
-            vec![shown(seg), format!("at byte {offset}")]
+            (seg.clone(), vec![format!("at byte {offset}")])
         });
     }
     // The last record of an earlier segment: later segments hold valid records.
@@ -651,14 +755,14 @@ fn a_changed_byte_in_an_earlier_record_is_refused_naming_file_and_offset() {
         let n = lines(seg).len() - 1;
         let (_, line) = lines(seg)[n].clone();
         let offset = change_byte(seg, n, line.len() - 3, b'!');
-        vec![shown(seg), format!("at byte {offset}")]
+        (seg.clone(), vec![format!("at byte {offset}")])
     });
     // A torn record in the middle of the log, followed by good ones: not a tail.
     assert_damage_refused(made.path(), "half a record in the middle", |segs| {
         let seg = &segs[1];
         let (offset, line) = lines(seg)[1].clone();
         replace_line(seg, 1, Some([&line[..line.len() / 2], b"\n"].concat()));
-        vec![shown(seg), format!("at byte {offset}")]
+        (seg.clone(), vec![format!("at byte {offset}")])
     });
 }
 
@@ -668,7 +772,7 @@ fn a_missing_middle_segment_is_refused_naming_the_segment_after_the_gap() {
     assert_damage_refused(made.path(), "missing middle segment", |segs| {
         fs::remove_file(&segs[1]).unwrap();
         let expected = first_index(&segs[1]).unwrap();
-        vec![shown(&segs[2]), format!("index {expected}")]
+        (segs[2].clone(), vec![format!("index {expected}")])
     });
 }
 
@@ -679,7 +783,7 @@ fn a_missing_or_repeated_index_is_refused_naming_file_and_offset() {
         let seg = &segs[1];
         let (offset, _) = lines(seg)[1].clone();
         replace_line(seg, 1, None);
-        vec![shown(seg), format!("at byte {offset}")]
+        (seg.clone(), vec![format!("at byte {offset}")])
     });
     assert_damage_refused(made.path(), "a line repeated", |segs| {
         let seg = &segs[2];
@@ -688,7 +792,7 @@ fn a_missing_or_repeated_index_is_refused_naming_file_and_offset() {
         let mut bytes = fs::read(seg).unwrap();
         bytes.splice(offset..offset, line);
         fs::write(seg, bytes).unwrap();
-        vec![shown(seg), format!("at byte {offset}")]
+        (seg.clone(), vec![format!("at byte {offset}")])
     });
     // Renumbered with its checksum made anew: a sealed record out of sequence is damage, in
     // the middle of the log and at its very end (it is no torn tail).
@@ -712,11 +816,10 @@ fn a_missing_or_repeated_index_is_refused_naming_file_and_offset() {
                 1,
             );
             replace_line(seg, n, Some(reseal(text.as_bytes())));
-            vec![
-                shown(seg),
-                format!("at byte {offset}"),
-                format!("index {}", index + 1),
-            ]
+            (
+                seg.clone(),
+                vec![format!("at byte {offset}"), format!("index {}", index + 1)],
+            )
         });
     }
 }
@@ -738,11 +841,10 @@ fn a_sealed_batch_that_puts_a_key_twice_is_refused_naming_file_and_offset() {
             &text[end..]
         );
         replace_line(seg, 1, Some(reseal(text.as_bytes())));
-        vec![
-            shown(seg),
-            format!("at byte {offset}"),
-            "puts \"dup\" twice".into(),
-        ]
+        (
+            seg.clone(),
+            vec![format!("at byte {offset}"), "puts \"dup\" twice".into()],
+        )
     });
 }
 
@@ -784,11 +886,13 @@ fn a_log_that_does_not_reach_back_to_the_snapshot_is_refused() {
         fs::remove_file(copy.path().join("log").join(seg.file_name().unwrap())).unwrap();
     }
     let (second, starts, _) = spans[holder + 1].clone();
+    let second = copy.path().join("log").join(second.file_name().unwrap());
     assert_refused(
         copy.path(),
         &[],
+        &second,
         &[
-            &shown(&copy.path().join("log").join(second.file_name().unwrap())),
+            &shown(&second),
             "at byte 0",
             &format!("record {starts} follows record {image_index}"),
         ],
@@ -801,14 +905,12 @@ fn a_log_that_does_not_reach_back_to_the_snapshot_is_refused() {
         fs::remove_file(copy.path().join("log").join(seg.file_name().unwrap())).unwrap();
     }
     let named = image_index + 5;
-    fs::write(
-        copy.path().join("log").join(format!("{named:020}.jsonl")),
-        b"",
-    )
-    .unwrap();
+    let only = copy.path().join("log").join(format!("{named:020}.jsonl"));
+    fs::write(&only, b"").unwrap();
     assert_refused(
         copy.path(),
         &[],
+        &only,
         &[
             &format!("starts at index {named}"),
             &shown(&copy.path().join(slot.file_name().unwrap())),
@@ -824,11 +926,13 @@ fn a_log_that_does_not_reach_back_to_the_snapshot_is_refused() {
         "the first segment of an image-less dir",
         |segs| {
             fs::remove_file(&segs[0]).unwrap();
-            vec![
-                shown(&segs[1]),
-                "at byte 0".into(),
-                format!("record {} follows record 0", first_index(&segs[1]).unwrap()),
-            ]
+            (
+                segs[1].clone(),
+                vec![
+                    "at byte 0".into(),
+                    format!("record {} follows record 0", first_index(&segs[1]).unwrap()),
+                ],
+            )
         },
     );
 }
