@@ -96,7 +96,10 @@ pub enum ConfigError {
     #[error("invalid --raft-addr {0:?}: {1}")]
     RaftAddr(String, String),
     /// An unknown `TWINKV_TEST_FAULT` (debug builds only).
-    #[error("unknown TWINKV_TEST_FAULT {0:?} (known: snapshot-panic)")]
+    #[error(
+        "unknown TWINKV_TEST_FAULT {0:?} (known: snapshot-panic, checkpoint-crash-written, \
+         checkpoint-crash-flushed, checkpoint-crash-compacted)"
+    )]
     Fault(String),
 }
 
@@ -192,20 +195,61 @@ impl Config {
     }
 }
 
-/// A fault a test asks the server to inject, so the supervision of background threads can be
-/// tested against the real binary. Read only in debug builds; a release build never has one.
+/// A fault a test asks the server to inject, so the supervision of background threads and
+/// recovery from a crash at a chosen instant can be tested against the real binary. Read only
+/// in debug builds; a release build never has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestFault {
-    /// The snapshot thread panics at its first attempt.
+    /// `snapshot-panic`: the snapshot thread panics at its first attempt.
     SnapshotPanic,
+    /// `checkpoint-crash-written`: the process aborts in its second checkpoint once every byte
+    /// of the image is in the slot, before the bytes after it are blanked and before the flush,
+    /// so recovery meets a slot caught in the middle of a write.
+    CheckpointCrashWritten,
+    /// `checkpoint-crash-flushed`: the process aborts in its second checkpoint once the image
+    /// is flushed, before its seq is published and before any log segment is deleted, so
+    /// recovery meets a newer image than the server ever reported.
+    CheckpointCrashFlushed,
+    /// `checkpoint-crash-compacted`: the process aborts in its second checkpoint once the log
+    /// segments both slots cover are deleted, so recovery meets a log cut back to the older
+    /// image.
+    CheckpointCrashCompacted,
+}
+
+impl TestFault {
+    /// Every fault, by its `TWINKV_TEST_FAULT` name.
+    pub const ALL: [(&'static str, TestFault); 4] = [
+        ("snapshot-panic", TestFault::SnapshotPanic),
+        (
+            "checkpoint-crash-written",
+            TestFault::CheckpointCrashWritten,
+        ),
+        (
+            "checkpoint-crash-flushed",
+            TestFault::CheckpointCrashFlushed,
+        ),
+        (
+            "checkpoint-crash-compacted",
+            TestFault::CheckpointCrashCompacted,
+        ),
+    ];
+
+    /// The fault a `TWINKV_TEST_FAULT` value names, if any.
+    pub fn from_name(name: &str) -> Option<TestFault> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, fault)| fault)
+    }
 }
 
 #[cfg(debug_assertions)]
 fn test_fault() -> Result<Option<TestFault>, ConfigError> {
     match std::env::var("TWINKV_TEST_FAULT") {
         Err(_) => Ok(None),
-        Ok(v) if v == "snapshot-panic" => Ok(Some(TestFault::SnapshotPanic)),
-        Ok(v) => Err(ConfigError::Fault(v)),
+        Ok(v) => TestFault::from_name(&v)
+            .map(Some)
+            .ok_or(ConfigError::Fault(v)),
     }
 }
 
@@ -249,6 +293,17 @@ mod tests {
         assert!(parse(&["--addr", "0.0.0.0:1", "--insecure-no-auth"]).is_ok());
         assert!(parse(&["--addr", "[::1]:0"]).is_ok());
         assert!(parse(&["--addr", "localhost:0"]).is_ok());
+    }
+
+    #[test]
+    fn every_test_fault_is_parsed_by_its_name_and_listed_when_one_is_unknown() {
+        let unknown = ConfigError::Fault("nonsense".into()).to_string();
+        for (name, fault) in TestFault::ALL {
+            assert_eq!(TestFault::from_name(name), Some(fault));
+            assert!(unknown.contains(name), "{name} is missing from: {unknown}");
+        }
+        assert_eq!(TestFault::from_name("nonsense"), None);
+        assert_eq!(TestFault::from_name("checkpoint-crash"), None);
     }
 
     #[test]

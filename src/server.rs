@@ -13,9 +13,10 @@ use std::net::{SocketAddr, TcpListener};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
-use crate::config::Config;
+use crate::config::{Config, TestFault};
 use crate::engine::{Engine, EngineError, Settings};
 use crate::http::{self, AppState};
+use crate::snapshot::{self, CrashPoint};
 
 /// Pending connections the kernel queues for a listener `run` binds: actix's own default.
 /// `std::net::TcpListener::bind` asks for 128, and a burst of connects beyond it waits a second
@@ -83,6 +84,19 @@ async fn signals() {
     tracing::info!("signal received: shutting down");
 }
 
+/// Turns on the fault a test asked for, before any thread it concerns starts. `fault` is
+/// always `None` in a release build, which never reads `TWINKV_TEST_FAULT`.
+fn inject(fault: Option<TestFault>) {
+    let crash_at = snapshot::inject_crash_at_second_checkpoint;
+    match fault {
+        None => {}
+        Some(TestFault::SnapshotPanic) => snapshot::inject_panic_at_next_attempt(),
+        Some(TestFault::CheckpointCrashWritten) => crash_at(CrashPoint::Written),
+        Some(TestFault::CheckpointCrashFlushed) => crash_at(CrashPoint::Flushed),
+        Some(TestFault::CheckpointCrashCompacted) => crash_at(CrashPoint::Compacted),
+    }
+}
+
 /// Recovers the data dir, serves HTTP on `listener` until `shutdown` resolves, then shuts
 /// down in order and writes a final snapshot.
 ///
@@ -93,9 +107,7 @@ pub fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServeError> {
-    if config.fault == Some(crate::config::TestFault::SnapshotPanic) {
-        crate::snapshot::inject_panic_at_next_attempt();
-    }
+    inject(config.fault);
     let mut seed = None;
     let engine = match &config.cluster {
         None => Engine::open(&config.data_dir, &settings(config))?,

@@ -13,7 +13,7 @@ mod idle;
 pub mod recover;
 pub mod slot;
 mod worker;
-pub(crate) use worker::now_rfc3339;
+pub(crate) use worker::{inject_crash_at_second_checkpoint, now_rfc3339, CrashPoint};
 
 use std::io;
 use std::path::{Path, PathBuf};

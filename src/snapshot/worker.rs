@@ -9,7 +9,7 @@
 //! idle priority (see `idle`): requests never wait for a checkpoint's CPU.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +39,66 @@ const SLOW_BYTES_PER_SEC: f64 = 100e6;
 /// panics at its next attempt, so the supervision of background threads can be tested against
 /// the real binary.
 pub(crate) static PANIC_AT_NEXT_ATTEMPT: AtomicBool = AtomicBool::new(false);
+
+/// Test-only fault (set from `TWINKV_TEST_FAULT=checkpoint-crash-*` in debug builds): the step
+/// of a checkpoint after which the process aborts, as a [`CrashPoint`] (0: none), so recovery
+/// can be tested against the real binary crashed at that exact point rather than against
+/// files edited after a SIGKILL.
+static CRASH_POINT: AtomicU8 = AtomicU8::new(0);
+
+/// Checkpoints attempted since [`CRASH_POINT`] was set. The fault fires in the second: the first
+/// gives the dir an image, so the second is written beside an older valid one and its
+/// compaction deletes the segments that older image covers.
+static CRASH_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+/// The attempt of the process in which a `checkpoint-crash-*` fault fires.
+const CRASH_AT_ATTEMPT: u32 = 2;
+
+/// Where a checkpoint aborts the process under a `checkpoint-crash-*` test fault: each point
+/// follows one of the numbered steps of a checkpoint (see `slot.rs` and `Worker::attempt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum CrashPoint {
+    /// Every byte of the image is in the slot (step 2), but the old bytes after it are not
+    /// yet blanked (step 3) nor anything flushed (step 4).
+    Written = 1,
+    /// The image is flushed (step 4), but its seq is not yet published (step 5) and no log
+    /// segment is deleted (step 6).
+    Flushed = 2,
+    /// The log segments both slots cover are deleted (step 6).
+    Compacted = 3,
+}
+
+impl CrashPoint {
+    /// Aborts the process when `armed` is this point: a crash, with no destructor run, no
+    /// log flushed and no final image written.
+    fn reached(self, armed: Option<CrashPoint>) {
+        if armed == Some(self) {
+            tracing::error!(point = ?self, "injected fault: a crash in the middle of a checkpoint");
+            std::process::abort();
+        }
+    }
+}
+
+/// Makes the process abort at `point` of its second checkpoint
+/// (`TWINKV_TEST_FAULT=checkpoint-crash-*`; see [`CRASH_POINT`]).
+pub(crate) fn inject_crash_at_second_checkpoint(point: CrashPoint) {
+    CRASH_ATTEMPTS.store(0, Ordering::Relaxed);
+    CRASH_POINT.store(point as u8, Ordering::Relaxed);
+}
+
+/// Counts one checkpoint attempt; returns where it must crash, if this is the attempt the
+/// `checkpoint-crash-*` fault fires in.
+fn armed_crash() -> Option<CrashPoint> {
+    let point = match CRASH_POINT.load(Ordering::Relaxed) {
+        1 => CrashPoint::Written,
+        2 => CrashPoint::Flushed,
+        3 => CrashPoint::Compacted,
+        _ => return None,
+    };
+    let attempt = CRASH_ATTEMPTS.fetch_add(1, Ordering::Relaxed) + 1;
+    (attempt == CRASH_AT_ATTEMPT).then_some(point)
+}
 
 /// Everything the snapshot thread owns.
 pub(super) struct Worker {
@@ -178,16 +238,18 @@ impl Worker {
         if PANIC_AT_NEXT_ATTEMPT.swap(false, Ordering::Relaxed) {
             panic!("injected fault: TWINKV_TEST_FAULT=snapshot-panic");
         }
+        let crash = armed_crash();
         let started = Instant::now();
         let written_at = now_rfc3339();
         let idx = self.next;
         let at = self.applied;
         let since = self.log_bytes.load(Ordering::Relaxed);
-        let result = self.write_slot(idx, at, &written_at, idle);
+        let result = self.write_slot(idx, at, &written_at, idle, crash);
         let elapsed = started.elapsed();
         let prev = self.status.load_full();
         match result {
             Ok((len, capacity)) => {
+                CrashPoint::Flushed.reached(crash);
                 // Step 5, publish: the image is on disk, so its seq is in a checkpoint.
                 self.durable = at.seq;
                 self.next = 1 - idx;
@@ -223,6 +285,7 @@ impl Worker {
                     // Harmless: the segments are deleted after the next checkpoint instead.
                     tracing::warn!(error = %e, "cannot delete old log segments");
                 }
+                CrashPoint::Compacted.reached(crash);
             }
             Err(source) => {
                 self.slots[idx] = None;
@@ -252,6 +315,7 @@ impl Worker {
         at: Position,
         written_at: &str,
         idle: bool,
+        crash: Option<CrashPoint>,
     ) -> std::io::Result<(u64, u64)> {
         if idle {
             let patience = self.patience();
@@ -259,7 +323,10 @@ impl Worker {
             let replica = &self.replica;
             let tried = idle::run(patience, |stop| {
                 slot.write_image(|w| {
-                    format::encode(&mut Patient { inner: w, stop }, at, written_at, replica)
+                    let len =
+                        format::encode(&mut Patient { inner: w, stop }, at, written_at, replica)?;
+                    CrashPoint::Written.reached(crash);
+                    Ok(len)
                 })
             });
             match tried {
@@ -279,7 +346,11 @@ impl Worker {
         }
         let slot = open_slot(&mut self.slots, &self.paths, idx)?;
         let replica = &self.replica;
-        let len = slot.write_image(|w| format::encode(w, at, written_at, replica))?;
+        let len = slot.write_image(|w| {
+            let len = format::encode(w, at, written_at, replica)?;
+            CrashPoint::Written.reached(crash);
+            Ok(len)
+        })?;
         Ok((len, slot.capacity()))
     }
 

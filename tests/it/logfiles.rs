@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::util::{inspect, num, temp_dir, Entries, Server};
+use crate::util::{clone_dir, inspect, num, temp_dir, Entries, Server};
 
 /// Segments roll at this size in the tests that want several.
 const SMALL_SEGMENTS: [&str; 2] = ["--log-segment-bytes", "300"];
@@ -126,25 +126,6 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
     out
-}
-
-/// A fresh copy of a data dir.
-fn clone_dir(from: &Path) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let path = entry.unwrap().path();
-            let dest = to.join(path.file_name().unwrap());
-            if path.is_dir() {
-                copy(&path, &dest);
-            } else {
-                fs::copy(&path, &dest).unwrap();
-            }
-        }
-    }
-    let dir = temp_dir();
-    copy(from, dir.path());
-    dir
 }
 
 /// `twinkv inspect --json DIR`: exit code and the parsed report.

@@ -443,6 +443,24 @@ impl Server {
     pub fn wait(mut self) -> ExitStatus {
         self.child.take().expect("running").wait().expect("wait")
     }
+
+    /// Waits at most `bound` for the process to exit on its own; past it, kills it and fails
+    /// the test (a process expected to die must not hang the suite when it does not).
+    pub fn wait_within(mut self, bound: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("the server did not exit within {bound:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -487,6 +505,25 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A fresh copy of a data dir.
+pub fn clone_dir(from: &Path) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let dest = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy(&path, &dest);
+            } else {
+                std::fs::copy(&path, &dest).unwrap();
+            }
+        }
+    }
+    let dir = temp_dir();
+    copy(from, dir.path());
+    dir
 }
 
 /// Runs `twinkv inspect` with `args`; returns exit code, stdout, stderr.
