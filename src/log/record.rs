@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::{Conditions, ETags, Expiry, Logged, PendingValue, Write};
+use crate::store::{has_lone_surrogate, Conditions, ETags, Expiry, Logged, PendingValue, Write};
 
 /// What comes before the eight hex digits of the checksum.
 const CRC_PREFIX: &[u8] = b",\"crc32c\":\"";
@@ -303,6 +303,17 @@ fn key(k: Cow<'_, str>) -> Result<Arc<str>, RecordError> {
     Ok(Arc::from(k.as_ref()))
 }
 
+/// A put's value as the map stores it; one the HTTP API would refuse is refused here too.
+fn value(v: &RawValue) -> Result<PendingValue, RecordError> {
+    let json = v.get().as_bytes();
+    if has_lone_surrogate(json) {
+        return Err(RecordError::Invalid(
+            "a value with a lone surrogate escape (not valid Unicode)".into(),
+        ));
+    }
+    Ok(PendingValue::from_raw(json))
+}
+
 fn tags(t: Option<RawTags<'_>>) -> Result<Option<ETags>, RecordError> {
     match t {
         None => Ok(None),
@@ -338,7 +349,7 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
         let write = match (w.put, w.value, w.delete, w.batch, w.expire) {
             (Some(k), Value::Present(v), None, None, None) => Write::Put {
                 key: key(k)?,
-                value: PendingValue::from_raw(v.get().as_bytes()),
+                value: value(v)?,
                 cond,
                 expires: expiry(w.expires_at),
             },
@@ -371,7 +382,7 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
                             } else {
                                 expiry(expires.remove(&k))
                             };
-                            Ok((key(k)?, PendingValue::from_raw(v.get().as_bytes()), t))
+                            Ok((key(k)?, value(v)?, t))
                         })
                         .collect::<Result<_, RecordError>>()?,
                     deletes: b.delete.into_iter().map(key).collect::<Result<_, _>>()?,
@@ -533,12 +544,52 @@ mod tests {
             r#"{"index":1,"seq":1,"now":0,"writes":[{"expire":"a","if_match":[1]}]"#,
             r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":{"a":1,"b":2,"a":3},"delete":[]}}]"#,
             r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":[["a",1]],"delete":[]}}]"#,
+            // Found by fuzzing (fuzz/regressions/log_record_decode): serde_json passes a lone
+            // surrogate escape inside a raw value through, and replay stored it.
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"put":"a","value":{"no\ud800w":0}}]"#,
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":{"a":"\udc00"},"delete":[]}}]"#,
         ] {
             let sealed = format!(
                 "{body},\"crc32c\":\"{:08x}\"}}",
                 crc32c::crc32c(body.as_bytes())
             );
             assert!(decode(sealed.as_bytes()).is_err(), "{body}");
+        }
+        for file in std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/log_record_decode"
+        ))
+        .into_iter()
+        .flatten()
+        .flatten()
+        {
+            let bytes = std::fs::read(file.path()).unwrap();
+            // As the fuzz target reads them: as they stand, and resealed.
+            let body = match bytes
+                .windows(CRC_PREFIX.len())
+                .rposition(|w| w == CRC_PREFIX)
+            {
+                Some(at) => &bytes[..at],
+                None => &bytes[..],
+            };
+            let sealed = [
+                body,
+                format!(",\"crc32c\":\"{:08x}\"}}", crc32c::crc32c(body)).as_bytes(),
+            ]
+            .concat();
+            for line in [&bytes[..], &sealed[..]] {
+                if let Ok(r) = decode(line) {
+                    let mut again = Vec::new();
+                    let logged: Vec<Logged> = r
+                        .writes
+                        .into_iter()
+                        .map(|w| Logged::as_sent(w, r.now))
+                        .collect();
+                    encode(&mut again, r.index, r.seq, r.now, &logged);
+                    serde_json::from_slice::<serde_json::Value>(&again)
+                        .unwrap_or_else(|e| panic!("{}: {e}", file.path().display()));
+                }
+            }
         }
     }
 }

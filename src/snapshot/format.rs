@@ -38,7 +38,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::{Entries, Entry};
+use crate::store::{has_lone_surrogate, Entries, Entry};
 
 /// The `format` string of every image this version writes and reads.
 pub const FORMAT: &str = "twinkv-snapshot/1";
@@ -412,12 +412,14 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
             }
             _ => None,
         };
-        sorted.push(Entry::expiring(
-            key,
-            *version,
-            raw.get().as_bytes(),
-            expires_at,
-        ));
+        let json = raw.get().as_bytes();
+        if has_lone_surrogate(json) {
+            // Not valid Unicode: the HTTP API refuses such a value, so no server wrote it.
+            return inconsistent(format!(
+                "key {key:?} has a lone surrogate escape in its value"
+            ));
+        }
+        sorted.push(Entry::expiring(key, *version, json, expires_at));
     }
     if let Some((k, _)) = expiring.next() {
         return inconsistent(format!(
@@ -713,6 +715,15 @@ mod tests {
         );
         let err = crate::Chain(&decode(sealed.as_bytes()).unwrap_err()).to_string();
         assert!(err.contains("duplicate field `seq`"), "{err}");
+        // serde_json passes a lone surrogate escape in a raw value through; an image holding
+        // one was never written by a server (the HTTP API refuses such values).
+        let body = format!("{{\"format\":\"{FORMAT}\",\"seq\":1,\"count\":1,\"written_at\":\"{AT}\",\"data\":{{\"k\":\"\\ud800\"}},\"versions\":{{\"k\":1}}");
+        let sealed = format!(
+            "{body},\"checksum\":\"crc32c:{:08x}\"}}",
+            crc32c::crc32c(body.as_bytes())
+        );
+        let err = crate::Chain(&decode(sealed.as_bytes()).unwrap_err()).to_string();
+        assert!(err.contains("lone surrogate"), "{err}");
         for file in std::fs::read_dir(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fuzz/regressions/snapshot_decode"
