@@ -47,7 +47,7 @@ pub use seam::{
     marks, Appended, Committed, Faults, Journal, MarkSender, MarkWatch, NotDurable, Outcome,
     Proposer, Published, Settled, SharedError, Sink,
 };
-pub use value::{has_lone_surrogate, now_ms, Entry, PendingValue};
+pub use value::{now_ms, value_problem, Entry, PendingValue};
 
 /// When a write is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::{has_lone_surrogate, Conditions, ETags, Expiry, Logged, PendingValue, Write};
+use crate::store::{value_problem, Conditions, ETags, Expiry, Logged, PendingValue, Write};
 
 /// What comes before the eight hex digits of the checksum.
 const CRC_PREFIX: &[u8] = b",\"crc32c\":\"";
@@ -306,10 +306,8 @@ fn key(k: Cow<'_, str>) -> Result<Arc<str>, RecordError> {
 /// A put's value as the map stores it; one the HTTP API would refuse is refused here too.
 fn value(v: &RawValue) -> Result<PendingValue, RecordError> {
     let json = v.get().as_bytes();
-    if has_lone_surrogate(json) {
-        return Err(RecordError::Invalid(
-            "a value with a lone surrogate escape (not valid Unicode)".into(),
-        ));
+    if let Some(problem) = value_problem(json) {
+        return Err(RecordError::Invalid(format!("a value with {problem}")));
     }
     Ok(PendingValue::from_raw(json))
 }
@@ -548,6 +546,10 @@ mod tests {
             // surrogate escape inside a raw value through, and replay stored it.
             r#"{"index":1,"seq":1,"now":0,"writes":[{"put":"a","value":{"no\ud800w":0}}]"#,
             r#"{"index":1,"seq":1,"now":0,"writes":[{"batch":{"put":{"a":"\udc00"},"delete":[]}}]"#,
+            // Also found by fuzzing: a value no server writes (not compact, or beyond f64).
+            "{\"index\":1,\"seq\":1,\"now\":0,\"writes\":[{\"put\":\"a\",\"value\":{\n}}]",
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"put":"a","value":[1, 2]}]"#,
+            r#"{"index":1,"seq":1,"now":0,"writes":[{"put":"a","value":1e840}]"#,
         ] {
             let sealed = format!(
                 "{body},\"crc32c\":\"{:08x}\"}}",

@@ -38,7 +38,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::store::{has_lone_surrogate, Entries, Entry};
+use crate::store::{value_problem, Entries, Entry};
 
 /// The `format` string of every image this version writes and reads.
 pub const FORMAT: &str = "twinkv-snapshot/1";
@@ -413,11 +413,9 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
             _ => None,
         };
         let json = raw.get().as_bytes();
-        if has_lone_surrogate(json) {
-            // Not valid Unicode: the HTTP API refuses such a value, so no server wrote it.
-            return inconsistent(format!(
-                "key {key:?} has a lone surrogate escape in its value"
-            ));
+        if let Some(problem) = value_problem(json) {
+            // The HTTP API refuses (or compacts) such a value, so no server wrote it.
+            return inconsistent(format!("the value of key {key:?} has {problem}"));
         }
         sorted.push(Entry::expiring(key, *version, json, expires_at));
     }
@@ -724,6 +722,14 @@ mod tests {
         );
         let err = crate::Chain(&decode(sealed.as_bytes()).unwrap_err()).to_string();
         assert!(err.contains("lone surrogate"), "{err}");
+        for value in ["{\n}", "1e999"] {
+            let body = format!("{{\"format\":\"{FORMAT}\",\"seq\":1,\"count\":1,\"written_at\":\"{AT}\",\"data\":{{\"k\":{value}}},\"versions\":{{\"k\":1}}");
+            let sealed = format!(
+                "{body},\"checksum\":\"crc32c:{:08x}\"}}",
+                crc32c::crc32c(body.as_bytes())
+            );
+            assert!(decode(sealed.as_bytes()).is_err(), "{value}");
+        }
         for file in std::fs::read_dir(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fuzz/regressions/snapshot_decode"

@@ -207,47 +207,74 @@ impl PendingValue {
     }
 }
 
-/// Whether `json`, one JSON value serde_json has already parsed, holds a `\u` escape of a
-/// UTF-16 surrogate without its pair. serde_json passes such an escape through a `RawValue`
-/// unchecked, but it is not valid Unicode: the HTTP API refuses it (400), so the log and
-/// snapshot decoders, which take values as raw bytes, refuse it too. A value without a
-/// backslash costs one `memchr`.
-pub fn has_lone_surrogate(json: &[u8]) -> bool {
+/// What keeps `json`, one value serde_json has already parsed as valid JSON, from being a value
+/// the HTTP API would store, if anything: whitespace outside strings (stored values are
+/// compact, so a line break can never split a log line or an event), a number beyond a 64-bit
+/// float (`1e999`: 400 over HTTP), or a `\u` escape of a UTF-16 surrogate without its pair
+/// (not valid Unicode: 400 over HTTP). serde_json checks none of these in a `RawValue`, so the
+/// log and snapshot decoders, which take values as raw bytes, ask this. A string is crossed
+/// with one `memchr2` per escape, so a plain text value costs about one pass of `memchr`.
+pub fn value_problem(json: &[u8]) -> Option<&'static str> {
+    const SPACE: &str = "whitespace outside strings (a stored value is compact)";
+    const SURROGATE: &str = "a lone surrogate escape (not valid Unicode)";
     let unit = |at: usize| {
         json.get(at..at + 4)
             .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|h| u16::from_str_radix(h, 16).ok())
     };
-    let mut from = 0;
-    // Where the low half of a pair must start: right after its high half.
-    let mut low_at = None;
-    while let Some(off) = memchr::memchr(b'\\', &json[from..]) {
-        let at = from + off;
-        if low_at.is_some_and(|l| l != at) {
-            return true;
-        }
-        if json.get(at + 1) != Some(&b'u') {
-            if low_at.is_some() {
-                return true;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(off) = memchr::memchr2(b'"', b'\\', &json[i..]) else {
+                        return Some("an unterminated string");
+                    };
+                    let at = i + off;
+                    if json[at] == b'"' {
+                        i = at + 1;
+                        break;
+                    }
+                    if json.get(at + 1) != Some(&b'u') {
+                        // `\\`, `\"`, `\n`…: two bytes, whatever the second is.
+                        i = at + 2;
+                        continue;
+                    }
+                    match unit(at + 2) {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = json.get(at + 6..at + 8) == Some(b"\\u".as_slice())
+                                && matches!(unit(at + 8), Some(0xDC00..=0xDFFF));
+                            if !low {
+                                return Some(SURROGATE);
+                            }
+                            i = at + 12;
+                        }
+                        Some(0xDC00..=0xDFFF) | None => return Some(SURROGATE),
+                        Some(_) => i = at + 6,
+                    }
+                }
             }
-            // `\\`, `\"`, `\n`…: two bytes, whatever the second is.
-            from = at + 2;
-            continue;
+            b' ' | b'\n' | b'\r' | b'\t' => return Some(SPACE),
+            b'-' | b'0'..=b'9' => {
+                let len = json[i..]
+                    .iter()
+                    .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .unwrap_or(json.len() - i);
+                let finite = std::str::from_utf8(&json[i..i + len])
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite);
+                if !finite {
+                    return Some("a number beyond a 64-bit float");
+                }
+                i += len;
+            }
+            _ => i += 1,
         }
-        let Some(u) = unit(at + 2) else {
-            return true;
-        };
-        let (high, low) = ((0xD800..0xDC00).contains(&u), (0xDC00..0xE000).contains(&u));
-        match low_at.take() {
-            Some(_) if !low => return true,
-            Some(_) => {}
-            None if low => return true,
-            None if high => low_at = Some(at + 6),
-            None => {}
-        }
-        from = at + 6;
     }
-    low_at.is_some()
+    None
 }
 
 /// Now, in milliseconds since the Unix epoch: the clock expiry is measured by.
@@ -260,32 +287,45 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_lone_surrogate_escape_is_found_and_a_pair_is_not() {
-        let lone = [
-            r#""\ud800""#,
-            r#""\udc00""#,
-            r#""a\ud800b""#,
-            r#""\ud800\n""#,
-            r#""\ud800\u0041""#,
-            r#""\ud800\ud800""#,
-            r#"{"no\ud800w":0}"#,
-            r#"["\uDBFF", "\uDFFF"]"#,
+    fn a_value_the_http_api_would_refuse_is_named_and_one_it_stores_is_not() {
+        let refused = [
+            (r#""\ud800""#, "surrogate"),
+            (r#""\udc00""#, "surrogate"),
+            (r#""a\ud800b""#, "surrogate"),
+            (r#""\ud800\n""#, "surrogate"),
+            (r#""\ud800\u0041""#, "surrogate"),
+            (r#""\ud800\ud800""#, "surrogate"),
+            (r#"{"no\ud800w":0}"#, "surrogate"),
+            (r#"["\uDBFF","\uDFFF"]"#, "surrogate"),
+            ("{\n}", "whitespace"),
+            ("[1, 2]", "whitespace"),
+            ("{\"a\":\t1}", "whitespace"),
+            ("1e840", "number"),
+            ("[-1e999]", "number"),
+            (r#"{"n":1E400}"#, "number"),
         ];
-        for v in lone {
-            assert!(has_lone_surrogate(v.as_bytes()), "{v}");
-            assert!(serde_json::from_str::<serde_json::Value>(v).is_err(), "{v}");
+        for (v, why) in refused {
+            let problem = value_problem(v.as_bytes());
+            assert!(problem.is_some_and(|p| p.contains(why)), "{v}: {problem:?}");
+            // What the HTTP API stores: parsed, then written compactly.
+            let stored = serde_json::from_str::<serde_json::Value>(v)
+                .map(|j| serde_json::to_vec(&j).unwrap());
+            assert!(stored.is_err() || stored.unwrap() != v.as_bytes(), "{v}");
         }
-        let fine = [
+        let stored = [
             r#""plain""#,
             r#""\ud83d\ude00""#,
             r#""\\ud800""#,
             r#""\\\ud83d\ude00""#,
-            r#""\u00e9\n\"\\""#,
-            r#"{"k":"\uD83D\uDE00","n":[1,2]}"#,
+            r#""\u00e9\n\"\\ with spaces""#,
+            r#"{"k":"\uD83D\uDE00","n":[1,2.5,-3e10,0],"t":true,"z":null}"#,
             "12",
+            "-0.5",
+            "1.7976931348623157e308",
+            "123456789012345678901234567890",
         ];
-        for v in fine {
-            assert!(!has_lone_surrogate(v.as_bytes()), "{v}");
+        for v in stored {
+            assert_eq!(value_problem(v.as_bytes()), None, "{v}");
             assert!(serde_json::from_str::<serde_json::Value>(v).is_ok(), "{v}");
         }
     }
