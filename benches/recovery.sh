@@ -5,6 +5,7 @@
 #
 #   bash benches/recovery.sh                      # 1 000 000 keys, a 64 MiB tail: ~2 minutes
 #   KEYS=100000 LOG_MB=8 bash benches/recovery.sh
+#   BIN=/path/to/a ALSO=/path/to/b bash benches/recovery.sh   # a and b in turn, same data dir
 #
 # Pinned to SERVER_CPU; the page cache is warm (the files were just written). Only 127.0.0.1.
 set -euo pipefail
@@ -58,8 +59,11 @@ print("before the kill:", s.decode()[:300])
 PY
 kill -KILL "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 du -sh "$work/data/log" "$work/data"/snapshot-*.json
+first=$bin
 for rep in $(seq 1 "$REPEAT"); do
-  start
-  grep '^recovered' "$work/out"
-  kill -KILL "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  for bin in "$first" ${ALSO:-}; do
+    start
+    echo "$bin: $(grep '^recovered' "$work/out")"
+    kill -KILL "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  done
 done
