@@ -752,4 +752,102 @@ mod tests {
         });
         store.shutdown();
     }
+
+    /// A disk whose flushes fail while `failing` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: SimDisk,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[derive(Debug)]
+    struct FlakyFile {
+        inner: Arc<dyn SegmentFile>,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl SegmentFile for FlakyFile {
+        fn append(&self, buf: &[u8]) -> std::io::Result<()> {
+            self.inner.append(buf)
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("injected: the disk refuses to flush"));
+            }
+            self.inner.sync()
+        }
+        fn truncate(&self, len: u64) -> std::io::Result<()> {
+            self.inner.truncate(len)
+        }
+    }
+
+    impl Storage for Flaky {
+        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn SegmentFile>> {
+            Ok(Arc::new(FlakyFile {
+                inner: self.inner.create(path)?,
+                failing: Arc::clone(&self.failing),
+            }))
+        }
+        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn SegmentFile>> {
+            self.inner.open(path)
+        }
+    }
+
+    /// In `async` the flusher's failure is not silent: it is reported where `/health` and the
+    /// durable seq are read, the seq it could not flush is not called durable, and the next
+    /// good flush clears it.
+    #[test]
+    fn a_failed_background_flush_is_reported_and_the_next_good_one_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let disk = Flaky {
+            inner: SimDisk::default(),
+            failing: Arc::clone(&failing),
+        };
+        let options = Options {
+            fsync_interval: Some(Duration::from_millis(10)),
+            ..options(dir.path(), 1 << 20)
+        };
+        let start = Start {
+            next_index: 1,
+            ..Start::default()
+        };
+        let (mut log, handle) = Log::open(
+            options,
+            Arc::new(disk),
+            start,
+            Arc::new(Metrics::default()),
+            &Faults::default(),
+        )
+        .unwrap();
+        let state = Entries::new();
+        let mut apply = Apply::new(|k: &str| state.get(k.as_bytes()).cloned(), 0, 7);
+        apply
+            .apply(Write::Put {
+                key: Arc::from("k"),
+                value: PendingValue::from_text("v"),
+                cond: Default::default(),
+                expires: Default::default(),
+            })
+            .unwrap();
+        // Written, not flushed: the append itself succeeds in `async`.
+        log.append(apply.seq, 7, &apply.logged, false).unwrap();
+        let within = |what: &str, done: &dyn Fn(&crate::store::seam::Mark) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !done(&handle.marks.current()) {
+                assert!(Instant::now() < deadline, "timed out waiting until {what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        within("the failed flush is reported", &|m| m.failure.is_some());
+        let mark = handle.marks.current();
+        assert_eq!(mark.seq, 0, "a seq whose flush failed is not durable");
+        let error = crate::Chain(&*mark.failure.unwrap().error).to_string();
+        assert!(error.contains("refuses to flush"), "{error}");
+        failing.store(false, Ordering::Relaxed);
+        within("the next flush makes the write durable", &|m| m.seq >= 1);
+        assert!(handle.marks.current().failure.is_none());
+        drop(log);
+        handle.join();
+    }
 }
