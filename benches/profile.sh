@@ -27,12 +27,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=benches/support/server.sh
 source "$root/benches/support/server.sh"
 
-command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 command -v perf >/dev/null || { apt-get update && apt-get install -y linux-perf; }
-if [ -z "${BIN:-}" ]; then
-  (cd "$root" && cargo build --release --quiet)
-  BIN=$root/target/release/twinkv
-fi
+need_wrk_and_bin "$root"
 
 work=$(mktemp -d)
 pid=""

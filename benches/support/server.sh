@@ -43,3 +43,13 @@ build_crowd() {
   (cd "$1" && cargo build --release --quiet && cargo bench --bench watchers --no-run --quiet 2>/dev/null)
   crowd=$(ls -t "$1"/target/release/deps/watchers-* | grep -v '\.d$' | head -n 1)
 }
+
+# need_wrk_and_bin ROOT: installs wrk when missing, and sets BIN to ROOT's release build unless
+# BIN is already set (to measure another build).
+need_wrk_and_bin() {
+  command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+  if [ -z "${BIN:-}" ]; then
+    (cd "$1" && cargo build --release --quiet)
+    BIN=$1/target/release/twinkv
+  fi
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{command, num, temp_dir, Server};
+use crate::util::{command, exit_within, num, temp_dir, Server};
 
 /// Where the child's stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,19 +176,8 @@ fn wait_within(bound: Duration, what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Waits for a child to exit, at most [`PATIENCE`] (then kills it and fails).
-fn exit_of(mut child: Child) -> ExitStatus {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the process did not exit within {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn exit_of(child: Child) -> ExitStatus {
+    exit_within(child, PATIENCE)
 }
 
 /// Asserts a clean exit: 0, not a panic (101) and not a signal.

@@ -444,22 +444,26 @@ impl Server {
         self.child.take().expect("running").wait().expect("wait")
     }
 
-    /// Waits at most `bound` for the process to exit on its own; past it, kills it and fails
-    /// the test (a process expected to die must not hang the suite when it does not).
+    /// Waits at most `bound` for the process to exit on its own (see [`exit_within`]).
     pub fn wait_within(mut self, bound: Duration) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = c.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("the server did not exit within {bound:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        exit_within(self.child.take().expect("running"), bound)
+    }
+}
+
+/// Waits at most `bound` for `child` to exit on its own; past it, kills it and fails the test
+/// (a process expected to die must not hang the suite when it does not).
+pub fn exit_within(mut child: Child, bound: Duration) -> ExitStatus {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
