@@ -280,6 +280,41 @@ mod tests {
         assert_eq!(bytes.len() as u64 % PAGE, 0);
     }
 
+    /// Whether this process maps `path` now, as `/proc/self/maps` lists it.
+    fn mapped(path: &Path) -> bool {
+        let maps = fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        let path = fs::canonicalize(path).expect("the slot file exists");
+        maps.lines().any(|l| l.ends_with(&*path.to_string_lossy()))
+    }
+
+    #[test]
+    fn a_slot_is_mapped_only_while_an_image_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot-a.json");
+        let mut slot = Slot::open(&path).unwrap();
+        let doc = br#"{"seq":1}"#;
+        let mut seen_while_writing = false;
+        slot.write_image(|w| {
+            w.write_all(doc)?;
+            // Still under its temporary name while the first image is written.
+            seen_while_writing = mapped(&temp_path(&path));
+            Ok(doc.len() as u64)
+        })
+        .unwrap();
+        assert!(
+            seen_while_writing,
+            "the file is mapped while the image is written"
+        );
+        assert!(slot.map.is_none());
+        assert!(!mapped(&path), "the file stays mapped after the flush");
+        // A reused slot, too.
+        write(&mut slot, doc);
+        assert!(
+            !mapped(&path),
+            "the file stays mapped after the second flush"
+        );
+    }
+
     #[test]
     fn a_new_slot_appears_only_once_it_holds_an_image() {
         let dir = tempfile::tempdir().unwrap();
