@@ -707,6 +707,31 @@ fn change_byte(path: &Path, n: usize, at: usize, to: u8) -> usize {
 }
 
 #[test]
+fn a_resealed_record_holding_a_value_no_server_writes_is_refused_naming_it() {
+    let made = made_with_segments();
+    // A correct checksum over a value the HTTP API refuses or never stores (found by fuzzing
+    // the record decoder): replay would have put it in the map as it stands.
+    for (value, why) in [
+        ("1e999", "a number beyond a 64-bit float"),
+        ("[1, 2]", "whitespace outside strings"),
+        (r#""\ud800""#, "a lone surrogate escape"),
+    ] {
+        assert_damage_refused(made.path(), value, |segs| {
+            let seg = &segs[0];
+            let (offset, line) = lines(seg)[0].clone();
+            let text = String::from_utf8(line).unwrap();
+            let changed = text.replacen(r#""value 0""#, value, 1);
+            assert_ne!(changed, text, "the first record puts \"value 0\"");
+            replace_line(seg, 0, Some(reseal(changed.as_bytes())));
+            (
+                seg.clone(),
+                vec![format!("at byte {offset}"), why.to_string()],
+            )
+        });
+    }
+}
+
+#[test]
 fn a_changed_byte_in_an_earlier_record_is_refused_naming_file_and_offset() {
     let made = made_with_segments();
     // In the last segment, with a valid record after it: a value, the JSON, the checksum.
