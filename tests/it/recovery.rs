@@ -1086,3 +1086,65 @@ fn a_45_mb_image_is_whole_after_a_kill_and_never_resident_at_once() {
     assert_eq!(code, 0);
     stop(again);
 }
+
+/// The scheduling policy (`/proc/PID/task/TID/stat`, field 41; 5 is `SCHED_IDLE`) of each
+/// of the server's threads whose name starts with `name`.
+fn thread_policies(s: &Server, name: &str) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", s.pid())) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1;
+            // `rest` starts at field 3 (state): field 41 is its 39th.
+            let policy = rest.split(' ').nth(38)?.parse().ok()?;
+            comm.starts_with(name).then_some(policy)
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_is_encoded_at_idle_priority_beside_a_snapshot_thread_at_normal_priority() {
+    let dir = temp_dir();
+    let s = start(dir.path(), &[]);
+    let value = |i: usize| format!("{i:03}{}", "x".repeat(700_000));
+    for i in 0..64 {
+        assert_eq!(s.put_text(&format!("big/{i:02}"), &value(i)).status, 201);
+    }
+    assert_eq!(thread_policies(&s, "twinkv-snapshot"), [0], "SCHED_OTHER");
+    // The encoding thread lives only while an image is written (a 45 MB one here): watch for
+    // it during a few checkpoints.
+    let mut seen = Vec::new();
+    for round in 0..5 {
+        assert_eq!(
+            s.put_text("round", &round.to_string()).status,
+            200 + (round == 0) as u16
+        );
+        let url = s.url("/snapshot");
+        let asked = thread::spawn(move || agent().post(&url).call().map_or(0, |r| r.status()));
+        while !asked.is_finished() {
+            seen.extend(thread_policies(&s, "twinkv-checkpoi"));
+            thread::sleep(Duration::from_micros(200));
+        }
+        assert_eq!(asked.join().unwrap(), 200, "POST /snapshot");
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !seen.is_empty(),
+        "no checkpoint thread was seen in five checkpoints"
+    );
+    assert!(
+        seen.iter().all(|&p| p == 5),
+        "policies seen: {seen:?} (5 is SCHED_IDLE)"
+    );
+    // And the image it wrote is whole.
+    stop(s);
+    let (code, dumped) = inspect_dump(dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(dumped.unwrap()["big/17"], json!(value(17)));
+}
