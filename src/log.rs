@@ -478,7 +478,7 @@ pub fn bytes(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+    use std::sync::mpsc::sync_channel;
 
     use proptest::prelude::*;
 
@@ -666,28 +666,38 @@ mod tests {
         }
     }
 
-    /// A disk whose flushes wait for the test's word, so a write can be caught mid-flush.
-    #[derive(Debug)]
-    struct Gated {
+    /// What a test disk runs before each flush: it may wait, or fail the flush.
+    type SyncHook = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
+    /// A simulated disk whose every flush first runs the test's hook.
+    struct Hooked {
         inner: SimDisk,
-        entered: SyncSender<()>,
-        release: Arc<Mutex<Receiver<()>>>,
+        hook: SyncHook,
     }
 
-    #[derive(Debug)]
-    struct GatedFile {
+    struct HookedFile {
         inner: Arc<dyn SegmentFile>,
-        entered: SyncSender<()>,
-        release: Arc<Mutex<Receiver<()>>>,
+        hook: SyncHook,
     }
 
-    impl SegmentFile for GatedFile {
+    impl std::fmt::Debug for Hooked {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Hooked").finish_non_exhaustive()
+        }
+    }
+
+    impl std::fmt::Debug for HookedFile {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HookedFile").finish_non_exhaustive()
+        }
+    }
+
+    impl SegmentFile for HookedFile {
         fn append(&self, buf: &[u8]) -> std::io::Result<()> {
             self.inner.append(buf)
         }
         fn sync(&self) -> std::io::Result<()> {
-            let _ = self.entered.send(());
-            let _ = self.release.lock().unwrap().recv();
+            (self.hook)()?;
             self.inner.sync()
         }
         fn truncate(&self, len: u64) -> std::io::Result<()> {
@@ -695,12 +705,11 @@ mod tests {
         }
     }
 
-    impl Storage for Gated {
+    impl Storage for Hooked {
         fn create(&self, path: &Path) -> std::io::Result<Arc<dyn SegmentFile>> {
-            Ok(Arc::new(GatedFile {
+            Ok(Arc::new(HookedFile {
                 inner: self.inner.create(path)?,
-                entered: self.entered.clone(),
-                release: Arc::clone(&self.release),
+                hook: Arc::clone(&self.hook),
             }))
         }
         fn open(&self, path: &Path) -> std::io::Result<Arc<dyn SegmentFile>> {
@@ -715,10 +724,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (entered_tx, entered) = sync_channel(1);
         let (release, release_rx) = sync_channel(1);
-        let disk = Gated {
+        // Each flush says it has begun, then waits for the test's word.
+        let release_rx = Mutex::new(release_rx);
+        let disk = Hooked {
             inner: SimDisk::default(),
-            entered: entered_tx,
-            release: Arc::new(Mutex::new(release_rx)),
+            hook: Arc::new(move || {
+                let _ = entered_tx.send(());
+                let _ = release_rx.lock().unwrap().recv();
+                Ok(())
+            }),
         };
         let log = new_log(dir.path(), Arc::new(disk), 1 << 20);
         let downstream = Downstream {
@@ -753,46 +767,6 @@ mod tests {
         store.shutdown();
     }
 
-    /// A disk whose flushes fail while `failing` is set.
-    #[derive(Debug)]
-    struct Flaky {
-        inner: SimDisk,
-        failing: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    #[derive(Debug)]
-    struct FlakyFile {
-        inner: Arc<dyn SegmentFile>,
-        failing: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl SegmentFile for FlakyFile {
-        fn append(&self, buf: &[u8]) -> std::io::Result<()> {
-            self.inner.append(buf)
-        }
-        fn sync(&self) -> std::io::Result<()> {
-            if self.failing.load(Ordering::Relaxed) {
-                return Err(std::io::Error::other("injected: the disk refuses to flush"));
-            }
-            self.inner.sync()
-        }
-        fn truncate(&self, len: u64) -> std::io::Result<()> {
-            self.inner.truncate(len)
-        }
-    }
-
-    impl Storage for Flaky {
-        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn SegmentFile>> {
-            Ok(Arc::new(FlakyFile {
-                inner: self.inner.create(path)?,
-                failing: Arc::clone(&self.failing),
-            }))
-        }
-        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn SegmentFile>> {
-            self.inner.open(path)
-        }
-    }
-
     /// In `async` the flusher's failure is not silent: it is reported where `/health` and the
     /// durable seq are read, the seq it could not flush is not called durable, and the next
     /// good flush clears it.
@@ -800,9 +774,15 @@ mod tests {
     fn a_failed_background_flush_is_reported_and_the_next_good_one_clears_it() {
         let dir = tempfile::tempdir().unwrap();
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let disk = Flaky {
+        let refuse = Arc::clone(&failing);
+        let disk = Hooked {
             inner: SimDisk::default(),
-            failing: Arc::clone(&failing),
+            hook: Arc::new(move || {
+                if refuse.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other("injected: the disk refuses to flush"));
+                }
+                Ok(())
+            }),
         };
         let options = Options {
             fsync_interval: Some(Duration::from_millis(10)),
