@@ -422,6 +422,7 @@ impl Engine {
     /// Stops the threads in order and waits for them; what the snapshot thread writes at the
     /// end depends on whether it was abandoned.
     fn stop(self) -> Result<(), EngineError> {
+        self.snapshotter.hurry();
         self.hub.close();
         self.store.shutdown();
         self.hub_thread.join();

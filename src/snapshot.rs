@@ -185,6 +185,8 @@ pub struct Snapshotter {
     pub log_bytes: Arc<AtomicU64>,
     /// Set by [`Snapshotter::abandon`]: the thread writes no more images.
     abandoned: Arc<AtomicBool>,
+    /// Set by [`Snapshotter::hurry`]: no more waiting for spare CPU.
+    hurry: Arc<AtomicBool>,
 }
 
 impl Snapshotter {
@@ -231,6 +233,7 @@ impl Snapshotter {
         let (mark_tx, mark_rx) = marks(image_seq);
         let log_bytes = Arc::new(AtomicU64::new(start.log_bytes));
         let abandoned = Arc::new(AtomicBool::new(false));
+        let hurry = Arc::new(AtomicBool::new(false));
         let worker = worker::Worker {
             paths,
             slots: [None, None],
@@ -247,6 +250,7 @@ impl Snapshotter {
             log_bytes: Arc::clone(&log_bytes),
             retry_at: None,
             abandoned: Arc::clone(&abandoned),
+            hurry: Arc::clone(&hurry),
         };
         let (tx, rx) = mpsc::channel();
         let join = faults
@@ -260,6 +264,7 @@ impl Snapshotter {
                 marks: mark_rx,
                 log_bytes,
                 abandoned,
+                hurry,
             },
         ))
     }
@@ -272,6 +277,13 @@ impl Snapshotter {
         // Relaxed: the writer's shutdown, which follows, reaches the thread through its
         // channel, which orders this store before the thread sees the feed dropped.
         self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    /// The server is stopping: a checkpoint waiting at idle priority for spare CPU is given up
+    /// and written at normal priority at once, as the final image is, so a stop never waits
+    /// out the patience on a busy machine.
+    pub fn hurry(&self) {
+        self.hurry.store(true, Ordering::Relaxed);
     }
 
     /// Waits for the thread, which ends once its feed is dropped and the final image written.

@@ -22,12 +22,17 @@ use std::time::Duration;
 #[error("the checkpoint at idle priority ran out of patience")]
 pub(super) struct OutOfPatience;
 
+/// How often [`run`] looks at its `hurry` flag while the work goes on.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
+
 /// Runs `work` on a new thread at idle priority (where the OS allows) and returns what it
-/// returned, or `None` when no thread could be started (nothing was done). Past `patience` it
-/// sets the flag `work` is handed, which `work` polls through a [`Patient`] writer to stop
-/// early: [`gave_up`] then tells its error apart.
+/// returned, or `None` when no thread could be started (nothing was done). Past `patience`, or
+/// once `hurry` is set (the server is stopping and wants its final image now), it sets the
+/// flag `work` is handed, which `work` polls through a [`Patient`] writer to stop early:
+/// [`gave_up`] then tells its error apart.
 pub(super) fn run<T: Send>(
     patience: Duration,
+    hurry: &AtomicBool,
     work: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> Option<T> {
     let stop = AtomicBool::new(false);
@@ -48,8 +53,19 @@ pub(super) fn run<T: Send>(
                 return None;
             }
         };
-        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(patience) {
-            stop.store(true, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match done_rx.recv_timeout(left.min(LOOK_EVERY)) {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if left > LOOK_EVERY && !hurry.load(Ordering::Relaxed) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                // The work has ended (its sender is gone).
+                _ => break,
+            }
         }
         Some(handle.join())
     });
@@ -126,9 +142,11 @@ mod tests {
             thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
         };
         let before = thread_schedule_policy().expect("policy");
-        let seen = run(Duration::from_secs(60), |_| thread_schedule_policy())
-            .expect("the work ran")
-            .expect("policy");
+        let seen = run(Duration::from_secs(60), &AtomicBool::new(false), |_| {
+            thread_schedule_policy()
+        })
+        .expect("the work ran")
+        .expect("policy");
         assert_eq!(
             seen,
             ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
@@ -138,7 +156,7 @@ mod tests {
 
     #[test]
     fn past_its_patience_the_work_is_stopped_and_counts_for_nothing() {
-        let out = run(Duration::from_millis(20), |stop| {
+        let out = run(Duration::from_millis(20), &AtomicBool::new(false), |stop| {
             let mut sink = Vec::new();
             let mut w = Patient {
                 inner: &mut sink,
@@ -158,8 +176,39 @@ mod tests {
     }
 
     #[test]
+    fn a_hurry_stops_the_work_long_before_its_patience() {
+        let hurry = AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let out = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(30));
+                hurry.store(true, Ordering::Relaxed);
+            });
+            run(Duration::from_secs(600), &hurry, |stop| {
+                let mut sink = Vec::new();
+                let mut w = Patient {
+                    inner: &mut sink,
+                    stop,
+                };
+                loop {
+                    if let Err(e) = w.write_all(b"chunk") {
+                        return e;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        });
+        assert!(gave_up(&out.expect("the work ran")));
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn work_done_within_its_patience_counts() {
-        let out = run(Duration::from_secs(60), |stop| {
+        let out = run(Duration::from_secs(60), &AtomicBool::new(false), |stop| {
             let mut sink = Vec::new();
             Patient {
                 inner: &mut sink,
@@ -174,6 +223,10 @@ mod tests {
     #[test]
     #[should_panic(expected = "the checkpoint thread panicked: boom")]
     fn a_panic_in_the_work_is_raised_again_on_the_caller() {
-        let _ = run(Duration::from_secs(60), |_| -> () { panic!("boom") });
+        let _ = run(
+            Duration::from_secs(60),
+            &AtomicBool::new(false),
+            |_| -> () { panic!("boom") },
+        );
     }
 }

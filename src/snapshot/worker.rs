@@ -133,6 +133,9 @@ pub(super) struct Worker {
     pub(super) retry_at: Option<Instant>,
     /// Set by `Snapshotter::abandon`: no more attempts, and no final image.
     pub(super) abandoned: Arc<AtomicBool>,
+    /// Set by `Snapshotter::hurry` when the server stops: a checkpoint at idle priority is
+    /// given up at once and written at normal priority, so shutdown never waits for spare CPU.
+    pub(super) hurry: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -321,7 +324,7 @@ impl Worker {
             let patience = self.patience();
             let slot = open_slot(&mut self.slots, &self.paths, idx)?;
             let replica = &self.replica;
-            let tried = idle::run(patience, |stop| {
+            let tried = idle::run(patience, &self.hurry, |stop| {
                 slot.write_image(|w| {
                     let len =
                         format::encode(&mut Patient { inner: w, stop }, at, written_at, replica)?;
