@@ -33,13 +33,10 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::log::record::{self, RecordError};
-use crate::store::{
-    Initial, Logged, Outcome, Proposer, ReaderFactory, Settled, StoreHandle, Write, WriteError,
-    Written,
-};
+use crate::store::{Logged, Outcome, Proposer, Settled, StoreHandle, Write, WriteError, Written};
 
 pub use log_store::LogStore;
-pub use state_machine::Stored;
+pub use state_machine::{Images, RaftState};
 
 /// The directory, inside the data dir, of the Raft log, vote and snapshot.
 pub const DIR: &str = "raft";
@@ -126,7 +123,8 @@ pub struct Settings {
 /// What opening the Raft dir leaves for [`Cluster::start`], once the store runs.
 #[derive(Debug)]
 pub struct Seed {
-    stored: Option<Stored>,
+    /// The Raft state of the image the store starts from.
+    state: RaftState,
     log: LogStore,
     proposals: mpsc::UnboundedReceiver<Batch>,
     leads: Arc<AtomicBool>,
@@ -180,23 +178,21 @@ impl Proposer for RaftProposer {
     }
 }
 
-/// Opens the Raft dir inside `data_dir`: the log, the vote and the newest snapshot. Returns the
-/// map to start the store from (the snapshot's), the proposer its writer sends batches to,
-/// and the rest for [`Cluster::start`].
-pub fn open(data_dir: &Path, flush: bool) -> std::io::Result<(Initial, Box<dyn Proposer>, Seed)> {
+/// Opens the Raft log and vote inside `data_dir`, for a store that starts from the image whose
+/// Raft state is `tag` (its `raft` field; `None`: an empty store). Returns the proposer the
+/// writer sends batches to, and the rest for [`Cluster::start`].
+pub fn open(
+    data_dir: &Path,
+    flush: bool,
+    tag: Option<&str>,
+) -> std::io::Result<(Box<dyn Proposer>, Seed)> {
     let dir = data_dir.join(DIR);
     let log = LogStore::open(&dir, flush)?;
-    let loaded = state_machine::load(&dir)?;
-    let (initial, stored) = match loaded {
-        Some((stored, image)) => (
-            Initial {
-                entries: image.entries,
-                seq: image.seq,
-                index: None,
-            },
-            Some(stored),
-        ),
-        None => (Initial::default(), None),
+    let state = match tag {
+        Some(t) => RaftState::parse(t).map_err(|e| {
+            std::io::Error::other(format!("the snapshot's raft field is not valid: {e}"))
+        })?,
+        None => RaftState::default(),
     };
     let (tx, proposals) = mpsc::unbounded_channel();
     let leads = Arc::new(AtomicBool::new(false));
@@ -205,10 +201,9 @@ pub fn open(data_dir: &Path, flush: bool) -> std::io::Result<(Initial, Box<dyn P
         leads: Arc::clone(&leads),
     });
     Ok((
-        initial,
         proposer,
         Seed {
-            stored,
+            state,
             log,
             proposals,
             leads,
@@ -228,17 +223,30 @@ pub fn inspect(data_dir: &Path) -> Option<serde_json::Value> {
     let vote: Option<serde_json::Value> = read(log_store::VOTE_FILE)
         .and_then(|b| serde_json::from_slice::<openraft::Vote<NodeId>>(&b).ok())
         .map(|v| serde_json::json!({"term": v.leader_id.term, "node": v.leader_id.node_id, "committed": v.committed}));
-    let snapshot = match state_machine::load(&dir) {
-        Ok(Some((stored, image))) => serde_json::json!({
-            "path": dir.join(state_machine::SNAPSHOT_FILE),
-            "last_log_index": stored.meta.last_log_id.map(|l| l.index),
-            "last_log_term": stored.meta.last_log_id.map(|l| l.leader_id.term),
-            "members": stored.meta.last_membership.membership().nodes().map(|(id, n)| serde_json::json!({"id": id, "addr": n.addr, "raft_addr": n.raft_addr})).collect::<Vec<_>>(),
-            "seq": image.seq,
-            "keys": image.entries.len(),
-        }),
+    // The image a start would load: the newest valid slot, whose `raft` field is its Raft state.
+    let newest =
+        crate::snapshot::recover::Scan::dir(data_dir, crate::snapshot::recover::Depth::Newest)
+            .map_err(|e| e.to_string())
+            .and_then(|mut scan| scan.take_recovery().map_err(|e| e.to_string()));
+    let snapshot = match newest {
+        Ok(Some((path, _, image))) => match image.raft.as_deref().map(RaftState::parse) {
+            Some(Ok(state)) => serde_json::json!({
+                "path": path,
+                "last_log_index": state.last_log_id.map(|l| l.index),
+                "last_log_term": state.last_log_id.map(|l| l.leader_id.term),
+                "members": state.last_membership.membership().nodes().map(|(id, n)| serde_json::json!({"id": id, "addr": n.addr, "raft_addr": n.raft_addr})).collect::<Vec<_>>(),
+                "seq": image.seq,
+                "keys": image.entries.len(),
+            }),
+            Some(Err(e)) => {
+                serde_json::json!({"path": path, "error": format!("its raft field is not valid: {e}")})
+            }
+            None => {
+                serde_json::json!({"path": path, "error": "it has no raft field (written by a standalone server)"})
+            }
+        },
         Ok(None) => serde_json::Value::Null,
-        Err(e) => serde_json::json!({"error": e.to_string()}),
+        Err(e) => serde_json::json!({"error": e}),
     };
     let first = scanned.entries.keys().next().copied();
     let last = scanned.entries.keys().next_back().copied();
@@ -332,13 +340,14 @@ fn config(snapshot_entries: u64) -> Config {
 }
 
 impl Cluster {
-    /// Starts Raft over `seed`, applying through `store`; reads its snapshots from `readers`.
+    /// Starts Raft over `seed`, applying through `store`; its snapshots are the snapshot
+    /// thread's `images`.
     pub fn start(
         settings: Settings,
         data_dir: &Path,
         seed: Seed,
         store: StoreHandle,
-        readers: ReaderFactory,
+        images: Images,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -349,7 +358,7 @@ impl Cluster {
         let handle = rt.handle().clone();
         let switch: Arc<Path> = Arc::from(data_dir.join(DIR).join(network::PARTITION_FILE));
         let net = network::Network::new(settings.token.clone(), Some(Arc::clone(&switch)));
-        let sm = state_machine::StateMachine::new(&data_dir.join(DIR), store, readers, seed.stored);
+        let sm = state_machine::StateMachine::new(store, images, seed.state);
         let log = seed.log.clone();
         let config = Arc::new(
             config(settings.snapshot_entries)
@@ -731,28 +740,18 @@ async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Downstream, Durability, Store};
-
-    /// A writer in cluster mode whose own proposals go nowhere: the suite only applies.
-    #[derive(Debug)]
-    struct Nowhere;
-
-    impl Proposer for Nowhere {
-        fn leads(&self) -> bool {
-            false
-        }
-        fn propose(&mut self, _: u64, _: Vec<Logged>, _: Vec<crate::store::Reply>, _: Settled) {}
-    }
+    use crate::engine::{Engine, Settings as EngineSettings};
+    use crate::store::{Durability, Write};
 
     struct Builder;
 
-    /// What one built store keeps alive: its dir and the writer.
-    struct Kept(#[allow(dead_code)] tempfile::TempDir, Option<Store>);
+    /// What one built store keeps alive: its dir and the engine (writer, snapshot thread).
+    struct Kept(#[allow(dead_code)] tempfile::TempDir, Option<Engine>);
 
     impl Drop for Kept {
         fn drop(&mut self) {
-            if let Some(s) = self.1.take() {
-                s.shutdown();
+            if let Some(e) = self.1.take() {
+                let _ = e.close();
             }
         }
     }
@@ -765,16 +764,26 @@ mod tests {
         ) -> Result<(Kept, LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>>
         {
             let dir = tempfile::tempdir().expect("temp dir");
-            let raft = dir.path().join(DIR);
-            let log = LogStore::open(&raft, false).expect("open the Raft log");
-            let downstream = Downstream {
-                proposer: Some(Box::new(Nowhere)),
-                ..Downstream::default()
+            let mut seed = None;
+            let mut open = |d: &Path, tag: Option<&str>| {
+                let (proposer, rest) = open(d, false, tag)?;
+                seed = Some(rest);
+                Ok(proposer)
             };
-            let store = Store::start(Initial::default(), Durability::Async, downstream)
-                .expect("start the writer");
-            let sm = state_machine::StateMachine::new(&raft, store.handle(), store.readers(), None);
-            Ok((Kept(dir, Some(store)), log, sm))
+            // The real engine: the suite's snapshots are the snapshot thread's slot images.
+            let engine = Engine::open_with(
+                dir.path(),
+                &EngineSettings::new(Durability::Async),
+                Some(&mut open),
+            )
+            .expect("open the engine");
+            let seed = seed.expect("the cluster open ran");
+            let images = Images {
+                status: engine.snapshot_status(),
+                marks: engine.snapshot_marks(),
+            };
+            let sm = state_machine::StateMachine::new(engine.store.handle(), images, seed.state);
+            Ok((Kept(dir, Some(engine)), seed.log, sm))
         }
     }
 

@@ -113,10 +113,10 @@ impl DirLock {
     }
 }
 
-/// Opens a cluster node's Raft dir once the data dir is locked: the map to start from and the
-/// proposer writes go to.
+/// Opens a cluster node's Raft log once the data dir is locked, given the Raft state of the
+/// image the map starts from (its `raft` field): the proposer writes go to.
 pub(crate) type ClusterOpen<'a> =
-    dyn FnMut(&Path) -> io::Result<(crate::store::Initial, Box<dyn crate::store::Proposer>)> + 'a;
+    dyn FnMut(&Path, Option<&str>) -> io::Result<Box<dyn crate::store::Proposer>> + 'a;
 
 /// How the engine runs: the durability flags of `serve`.
 #[derive(Debug, Clone)]
@@ -192,9 +192,8 @@ impl Engine {
         Engine::open_with(data_dir, settings, None)
     }
 
-    /// Like [`Engine::open`]; with `cluster`, the map starts from the Raft snapshot instead of
-    /// the standalone recovery, writes go to the proposer instead of the log, and the slot
-    /// snapshots are checkpoints of the replicated map (`POST /snapshot`, shutdown).
+    /// Like [`Engine::open`]; with `cluster`, writes go to the proposer instead of the log, and
+    /// the slot images, which record the Raft state they hold, are the Raft snapshots.
     pub(crate) fn open_with(
         data_dir: &Path,
         settings: &Settings,
@@ -215,18 +214,15 @@ impl Engine {
 
         let started = Instant::now();
         tracing::info!(dir = %dir.display(), "recovering");
-        let mut rec = recovery::recover(&dir, Depth::Newest)?;
+        let rec = recovery::recover(&dir, Depth::Newest)?;
         let proposer = match cluster {
             Some(open) => {
-                let (initial, proposer) = open(&dir).map_err(|source| EngineError::DataDir {
-                    path: dir.join("raft"),
-                    source,
-                })?;
-                rec.entries = initial.entries;
-                rec.index = initial.index;
-                rec.seq = initial.seq;
-                rec.replayed = 0;
-                rec.replayed_bytes = 0;
+                let tag = rec.image.as_ref().and_then(|i| i.tag.clone());
+                let proposer =
+                    open(&dir, tag.as_deref()).map_err(|source| EngineError::DataDir {
+                        path: dir.join("raft"),
+                        source,
+                    })?;
                 Some(proposer)
             }
             None => None,

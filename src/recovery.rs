@@ -185,6 +185,7 @@ fn loaded(path: std::path::PathBuf, capacity: u64, image: &Image) -> Loaded {
         bytes: image.len as u64,
         keys: image.entries.len() as u64,
         written_at: image.written_at.clone(),
+        tag: image.raft.as_deref().map(std::sync::Arc::from),
     }
 }
 

@@ -113,32 +113,19 @@ pub fn serve(
         None => Engine::open(&config.data_dir, &settings(config))?,
         Some(_) => {
             let flush = config.durability == crate::store::Durability::Sync;
-            let mut open = |dir: &std::path::Path| {
-                let (initial, proposer, rest) = crate::cluster::open(dir, flush)?;
+            let mut open = |dir: &std::path::Path, tag: Option<&str>| {
+                let (proposer, rest) = crate::cluster::open(dir, flush, tag)?;
                 seed = Some(rest);
-                Ok((initial, proposer))
+                Ok(proposer)
             };
             Engine::open_with(&config.data_dir, &settings(config), Some(&mut open))?
         }
     };
     let r = &engine.recovered;
     let ms = r.time.as_millis();
-    let from = match (&config.cluster, &r.image) {
-        (Some(_), _) => {
-            // A cluster node starts from its newest Raft snapshot; Raft then applies the
-            // committed entries after it again.
-            let raft = engine.dir.join(crate::cluster::DIR).join("snapshot.json");
-            if raft.exists() {
-                raft.display().to_string()
-            } else {
-                format!(
-                    "nothing (no Raft snapshot in {})",
-                    config.data_dir.display()
-                )
-            }
-        }
-        (None, Some(image)) => image.path.display().to_string(),
-        (None, None) => format!("nothing (no snapshot in {})", config.data_dir.display()),
+    let from = match &r.image {
+        Some(image) => image.path.display().to_string(),
+        None => format!("nothing (no snapshot in {})", config.data_dir.display()),
     };
     if let Some((torn, kept)) = &r.torn {
         say(&format!(
@@ -172,7 +159,10 @@ pub fn serve(
                 &engine.dir,
                 seed,
                 engine.store.handle(),
-                engine.store.readers(),
+                crate::cluster::Images {
+                    status: engine.snapshot_status(),
+                    marks: engine.snapshot_marks(),
+                },
             )
             .map_err(|e| ServeError::Cluster(e.to_string()))?;
             say(&format!("raft on {raft_local}"));

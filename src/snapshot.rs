@@ -84,6 +84,8 @@ pub struct SnapshotStatus {
     pub written: u64,
     /// Why the last attempt failed; `None` once one succeeds. Makes `/health` degraded.
     pub last_error: Option<Arc<SnapshotError>>,
+    /// Cluster mode: the Raft state the image records (its `raft` field).
+    pub tag: Option<Arc<str>>,
 }
 
 /// A message from the writer (through [`Feed`]) to the snapshot thread.
@@ -158,6 +160,8 @@ pub struct Loaded {
     pub keys: u64,
     /// When it was written.
     pub written_at: String,
+    /// Cluster mode: the Raft state it records.
+    pub tag: Option<Arc<str>>,
 }
 
 /// Where the thread starts: the image recovery loaded (if any) and the replica's position.
@@ -225,6 +229,7 @@ impl Snapshotter {
                 capacity: r.capacity,
                 keys: r.keys,
                 written_at: Some(r.written_at.clone()),
+                tag: r.tag.clone(),
                 ..SnapshotStatus::default()
             },
             None => SnapshotStatus::default(),
@@ -244,6 +249,9 @@ impl Snapshotter {
             newest_index: image.map(|r| r.log_index),
             image_bytes: image.map_or(0, |r| r.bytes),
             wanted: image_seq,
+            applied_tag: image.and_then(|r| r.tag.clone()),
+            durable_tag: image.and_then(|r| r.tag.clone()),
+            wanted_tag: false,
             policy,
             status: Arc::clone(&status),
             marks: mark_tx,

@@ -207,10 +207,13 @@ pub(crate) enum Command {
         entries: Vec<Committed>,
         reply: oneshot::Sender<Vec<Vec<Outcome>>>,
     },
-    /// Cluster mode: replace the whole map with a leader's image (installing a Raft snapshot).
+    /// Cluster mode: replace the whole map with a leader's image (installing a Raft snapshot)
+    /// at the Raft entry `index`, whose state is `tag`.
     Reset {
         entries: Entries,
         seq: u64,
+        index: u64,
+        tag: Arc<str>,
         reply: oneshot::Sender<()>,
     },
     /// Cluster mode: one of the writer's proposals is settled (see [`Settled`]).
@@ -311,11 +314,20 @@ impl StoreHandle {
             .map_err(|_| WriteError::ShuttingDown)
     }
 
-    /// Cluster mode: replaces the whole map with `entries`, a leader's image at `seq`.
-    pub async fn reset(&self, entries: Entries, seq: u64) -> Result<(), WriteError> {
+    /// Cluster mode: replaces the whole map with `entries`, a leader's image at `seq` that
+    /// holds the Raft entries through `index` (state `tag`, see [`Committed::tag`]).
+    pub async fn reset(
+        &self,
+        entries: Entries,
+        seq: u64,
+        index: u64,
+        tag: Arc<str>,
+    ) -> Result<(), WriteError> {
         self.send(|reply| Command::Reset {
             entries,
             seq,
+            index,
+            tag,
             reply,
         })?
         .await
@@ -416,6 +428,8 @@ impl Store {
             in_flight: 0,
             held: Vec::new(),
             held_replies: Vec::new(),
+            replicated: (0, None),
+            replicated_moved: false,
         };
         let join = faults.spawn("twinkv-writer", move || writer.run())?;
         Ok(Store {

@@ -610,6 +610,7 @@ mod tests {
             seq,
             ops: ops.into(),
             logged: Default::default(),
+            tag: None,
         }
     }
 

@@ -1,182 +1,203 @@
 //! openraft's state machine: committed entries go to the store's writer, which applies them with
 //! the same pure apply as a standalone write or a log replay, so every node reaches the same
-//! seqs, versions and values; the Raft snapshot is the JSON image of the map.
+//! seqs, versions and values; the Raft snapshot is the JSON image of the map in the slot files.
 //!
-//! The snapshot this node last built or installed is kept in `data/raft/snapshot.json`:
-//! `{"meta":{…openraft's snapshot meta…},"image":{…a twinkv-snapshot/1 document…}}`, so
-//! `jq '.image.data["k"]'` reads a value. A node starts from it and openraft applies the
-//! committed entries after it again.
+//! Every entry applied hands the writer the Raft state it brings the map to (its log id and the
+//! membership, as JSON: a [`RaftState`]). The snapshot thread writes it into each image as the
+//! document's `raft` field, so a slot image *is* a Raft snapshot: `jq .raft snapshot-a.json`
+//! prints its last log id and membership, and a node restarts from it. Building a snapshot asks
+//! the snapshot thread for a checkpoint and reads the image back; installing one hands the
+//! leader's image to the writer and waits until it is in a slot.
 
-use std::fs::{self, File};
-use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::{Entry, Member, NodeId, TypeConfig};
-use crate::snapshot::format::{self, Position};
-use crate::store::{Committed, Entries, Outcome, ReaderFactory, StoreHandle};
+use crate::snapshot::format;
+use crate::snapshot::SnapshotStatus;
+use crate::store::{Committed, MarkWatch, Outcome, StoreHandle};
 
-/// The snapshot file's name inside the Raft dir.
-pub const SNAPSHOT_FILE: &str = "snapshot.json";
+/// How long building a snapshot may wait for the snapshot thread's image (a checkpoint at idle
+/// priority on a busy machine waits up to its patience first).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The snapshot file's document, as written.
-#[derive(Serialize)]
-struct SnapshotDoc<'a> {
-    meta: &'a SnapshotMeta<NodeId, Member>,
-    image: &'a RawValue,
+/// The Raft state an image records (its `raft` field): openraft's snapshot meta but its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftState {
+    /// The last entry the image holds.
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// The membership as of that entry.
+    pub last_membership: StoredMembership<NodeId, Member>,
+    /// An image installed from the leader keeps the leader's snapshot id (openraft compares
+    /// them); an image of this node's own applies is named by its index, seq and time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
-/// The snapshot file's document, as read.
-#[derive(Deserialize)]
-struct SnapshotFile<'a> {
-    meta: SnapshotMeta<NodeId, Member>,
-    #[serde(borrow)]
-    image: &'a RawValue,
+impl RaftState {
+    /// Reads an image's `raft` field.
+    pub fn parse(tag: &str) -> Result<RaftState, serde_json::Error> {
+        serde_json::from_str(tag)
+    }
+
+    fn tag(&self) -> Arc<str> {
+        Arc::from(serde_json::to_string(self).expect("a Raft state serializes"))
+    }
+
+    /// openraft's meta for the image at `seq` written at `written_at` (which name it).
+    fn meta(self, seq: u64, written_at: &str) -> SnapshotMeta<NodeId, Member> {
+        SnapshotMeta {
+            snapshot_id: self.snapshot_id.unwrap_or_else(|| {
+                format!(
+                    "{}-{seq}-{written_at}",
+                    self.last_log_id.map_or(0, |l| l.index)
+                )
+            }),
+            last_log_id: self.last_log_id,
+            last_membership: self.last_membership,
+        }
+    }
 }
 
-/// A snapshot: its meta and the image's bytes.
+/// Where the snapshot thread reports its images (the engine's): what building and installing
+/// a snapshot wait on.
 #[derive(Debug, Clone)]
-pub struct Stored {
-    /// openraft's meta: last log id and membership.
-    pub meta: SnapshotMeta<NodeId, Member>,
-    /// A twinkv-snapshot/1 document.
-    pub image: Arc<Vec<u8>>,
+pub struct Images {
+    /// The newest image's report, with its `raft` state.
+    pub status: Arc<ArcSwap<SnapshotStatus>>,
+    /// "Every write up to seq N is in an image" (what `POST /snapshot` waits on).
+    pub marks: MarkWatch,
 }
 
-/// Reads the snapshot file in `dir`, if there is one; a damaged one is an error (never start
-/// from part of a state).
-pub fn load(dir: &Path) -> io::Result<Option<(Stored, format::Image)>> {
-    let bytes = match fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let doc: SnapshotFile<'_> = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-    let image_bytes = doc.image.get().as_bytes().to_vec();
-    let image = format::decode(&image_bytes).map_err(io::Error::other)?;
-    Ok(Some((
-        Stored {
-            meta: doc.meta,
-            image: Arc::new(image_bytes),
-        },
-        image,
-    )))
-}
+impl Images {
+    /// Asks for an image of everything `store` has applied, and waits until the newest image
+    /// holds at least the Raft entry `index` (`None`: any image will do).
+    async fn checkpoint(
+        &self,
+        store: &StoreHandle,
+        index: Option<u64>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let waiter = self.marks.waiter();
+        let seq = store.checkpoint().await.map_err(write_err)?;
+        waiter.wait(seq).await.map_err(write_err)?;
+        let deadline = Instant::now() + BUILD_TIMEOUT;
+        // The mark counts seqs; Raft's own entries move the Raft state without one, and the
+        // thread writes such an image after answering the mark: wait for the state itself.
+        while self.held_index() < index {
+            if Instant::now() > deadline {
+                return Err(write_err("no image of the applied Raft state in time"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
 
-fn save(dir: &Path, stored: &Stored) -> io::Result<()> {
-    let text = std::str::from_utf8(&stored.image).map_err(io::Error::other)?;
-    let image: &RawValue = serde_json::from_str(text).map_err(io::Error::other)?;
-    let doc = serde_json::to_vec(&SnapshotDoc {
-        meta: &stored.meta,
-        image,
-    })
-    .map_err(io::Error::other)?;
-    let tmp = dir.join("snapshot.json.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&doc)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    File::open(dir)?.sync_all()
+    /// The Raft index the newest image holds (`None`: no image with a Raft state).
+    fn held_index(&self) -> Option<u64> {
+        let status = self.status.load();
+        let state = RaftState::parse(status.tag.as_deref()?).ok()?;
+        Some(state.last_log_id.map_or(0, |l| l.index))
+    }
+
+    /// The newest image as a Raft snapshot: its meta from its `raft` field, its bytes read
+    /// back from its slot (the document only, without the slot's padding).
+    fn current(&self) -> Result<Option<Snapshot<TypeConfig>>, String> {
+        // The slot read is the newest image's; a checkpoint finishing meanwhile can start
+        // overwriting it only after the next one, and a torn read fails its checksum: read again.
+        for _ in 0..3 {
+            let status = self.status.load_full();
+            let (Some(path), Some(tag)) = (&status.file, &status.tag) else {
+                return Ok(None);
+            };
+            let state = RaftState::parse(tag).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            match format::peek(&bytes) {
+                Ok(h) if h.seq == status.seq => {
+                    let mut doc = bytes;
+                    doc.truncate(h.len);
+                    let written_at = status.written_at.clone().unwrap_or_default();
+                    return Ok(Some(Snapshot {
+                        meta: state.meta(status.seq, &written_at),
+                        snapshot: Box::new(doc),
+                    }));
+                }
+                _ => continue,
+            }
+        }
+        Err("the newest image changed under every read".into())
+    }
 }
 
 fn write_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
-    StorageIOError::write_state_machine(&io::Error::other(e.to_string())).into()
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
 }
 
-/// What the state machine and its snapshot builder share.
-#[derive(Debug)]
-struct Shared {
-    dir: PathBuf,
-    current: Mutex<Option<Stored>>,
+fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string())).into()
 }
 
 /// The state machine: a front for the store's writer.
 #[derive(Debug)]
 pub struct StateMachine {
     store: StoreHandle,
-    readers: ReaderFactory,
-    applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, Member>,
-    shared: Arc<Shared>,
+    images: Images,
+    state: RaftState,
 }
 
 impl StateMachine {
-    /// A state machine over a store started from `stored`'s image (or empty).
-    pub fn new(
-        dir: &Path,
-        store: StoreHandle,
-        readers: ReaderFactory,
-        stored: Option<Stored>,
-    ) -> StateMachine {
+    /// A state machine over a store started from an image with Raft state `state` (the
+    /// default for an empty store).
+    pub fn new(store: StoreHandle, images: Images, state: RaftState) -> StateMachine {
         StateMachine {
             store,
-            readers,
-            applied: stored.as_ref().and_then(|s| s.meta.last_log_id),
-            membership: stored
-                .as_ref()
-                .map(|s| s.meta.last_membership.clone())
-                .unwrap_or_default(),
-            shared: Arc::new(Shared {
-                dir: dir.to_path_buf(),
-                current: Mutex::new(stored),
-            }),
+            images,
+            state,
         }
     }
 }
 
-/// Builds a snapshot of the map as it stood when the builder was made.
+/// Builds a snapshot: the snapshot thread's next image.
 #[derive(Debug)]
 pub struct Builder {
-    entries: Entries,
-    seq: u64,
-    applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, Member>,
-    shared: Arc<Shared>,
+    store: StoreHandle,
+    images: Images,
+    /// What the state machine had applied when the build was asked for.
+    applied: Option<u64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let mut image = Vec::new();
-        // The image's own log position is the standalone log's, which a cluster node does not
-        // write: 0. Its Raft position is `meta.last_log_id`, beside it in the file.
-        let at = Position {
-            seq: self.seq,
-            log_index: 0,
-        };
-        format::encode(
-            &mut image,
-            at,
-            &crate::snapshot::now_rfc3339(),
-            &self.entries,
-        )
-        .map_err(write_err)?;
-        let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                self.applied.map_or(0, |l| l.index),
-                crate::store::now_ms()
-            ),
-        };
-        let stored = Stored {
-            meta: meta.clone(),
-            image: Arc::new(image),
-        };
-        save(&self.shared.dir, &stored).map_err(write_err)?;
-        *self.shared.current.lock().expect("snapshot lock") = Some(stored.clone());
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(stored.image.to_vec()),
-        })
+        if self.applied.is_none() {
+            // Nothing applied: the map is empty, and no entry's state asks for an image.
+            let state = RaftState::default();
+            let written_at = crate::snapshot::now_rfc3339();
+            let mut doc = Vec::new();
+            format::encode_tagged(
+                &mut doc,
+                format::Position::default(),
+                &written_at,
+                &crate::store::Entries::new(),
+                Some(&state.tag()),
+            )
+            .map_err(write_err)?;
+            return Ok(Snapshot {
+                meta: state.meta(0, &written_at),
+                snapshot: Box::new(doc),
+            });
+        }
+        self.images.checkpoint(&self.store, self.applied).await?;
+        self.images
+            .current()
+            .map_err(read_err)?
+            .ok_or_else(|| write_err("no image after a checkpoint"))
     }
 }
 
@@ -187,7 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
     {
-        Ok((self.applied, self.membership.clone()))
+        Ok((self.state.last_log_id, self.state.last_membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError<NodeId>>
@@ -199,12 +220,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut shape = Vec::new();
         let mut committed = Vec::new();
         for entry in entries {
-            self.applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => shape.push(false),
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+            self.state.last_log_id = Some(entry.log_id);
+            self.state.snapshot_id = None;
+            // Every entry goes to the writer, Raft's own with no writes: the images record
+            // the Raft state each one brings the map to.
+            let (now, writes) = match entry.payload {
+                EntryPayload::Blank => {
                     shape.push(false);
+                    (0, Vec::new())
+                }
+                EntryPayload::Membership(m) => {
+                    self.state.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    shape.push(false);
+                    (0, Vec::new())
                 }
                 EntryPayload::Normal(p) => {
                     let (now, writes) = p.decode().unwrap_or_else(|e| {
@@ -213,41 +241,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         tracing::error!(index = entry.log_id.index, error = %e, "an undecodable Raft entry");
                         (0, Vec::new())
                     });
-                    committed.push(Committed {
-                        index: entry.log_id.index,
-                        now,
-                        writes,
-                    });
                     shape.push(true);
+                    (now, writes)
                 }
-            }
+            };
+            committed.push(Committed {
+                index: entry.log_id.index,
+                now,
+                writes,
+                tag: self.state.tag(),
+            });
         }
-        let mut outcomes = if committed.is_empty() {
+        let outcomes = if committed.is_empty() {
             Vec::new()
         } else {
             self.store.commit(committed).await.map_err(write_err)?
-        }
-        .into_iter();
+        };
+        // One answer per entry; Raft's own entries have no writes, hence no outcomes.
         Ok(shape
             .into_iter()
-            .map(|normal| {
-                if normal {
-                    outcomes.next().unwrap_or_default()
-                } else {
-                    Vec::new()
-                }
-            })
+            .zip(outcomes.into_iter().chain(std::iter::repeat_with(Vec::new)))
+            .map(|(normal, o)| if normal { o } else { Vec::new() })
             .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Builder {
-        let (entries, seq) = self.readers.reader().copy_all();
         Builder {
-            entries,
-            seq,
-            applied: self.applied,
-            membership: self.membership.clone(),
-            shared: Arc::clone(&self.shared),
+            store: self.store.clone(),
+            images: self.images.clone(),
+            applied: self.state.last_log_id.map(|l| l.index),
         }
     }
 
@@ -261,28 +283,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Vec<u8>>,
     ) -> Result<(), StorageError<NodeId>> {
         let image = format::decode(&snapshot).map_err(write_err)?;
+        let state = RaftState {
+            last_log_id: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            snapshot_id: Some(meta.snapshot_id.clone()),
+        };
+        let index = state.last_log_id.map_or(0, |l| l.index);
         self.store
-            .reset(image.entries, image.seq)
+            .reset(image.entries, image.seq, index, state.tag())
             .await
             .map_err(write_err)?;
-        self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        let stored = Stored {
-            meta: meta.clone(),
-            image: Arc::new(*snapshot),
-        };
-        save(&self.shared.dir, &stored).map_err(write_err)?;
-        *self.shared.current.lock().expect("snapshot lock") = Some(stored);
-        Ok(())
+        self.state = state;
+        // openraft may purge the log up to the image once this returns: it must be in a slot.
+        self.images.checkpoint(&self.store, Some(index)).await
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let current = self.shared.current.lock().expect("snapshot lock").clone();
-        Ok(current.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(s.image.to_vec()),
-        }))
+        self.images.current().map_err(read_err)
     }
 }

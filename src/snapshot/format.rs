@@ -108,6 +108,8 @@ pub struct Image {
     pub entries: Entries,
     /// Length of the document in bytes (the file may be longer: whitespace padding).
     pub len: usize,
+    /// A cluster node's Raft state, as written (see the `raft` field above).
+    pub raft: Option<String>,
 }
 
 /// Checksums what it is given in large chunks, then hands it on.
@@ -151,6 +153,17 @@ pub fn encode<W: Write>(
     at: Position,
     written_at: &str,
     entries: &Entries,
+) -> io::Result<u64> {
+    encode_tagged(sink, at, written_at, entries, None)
+}
+
+/// [`encode`], with a cluster node's Raft state as the `raft` member (one JSON object).
+pub fn encode_tagged<W: Write>(
+    sink: &mut W,
+    at: Position,
+    written_at: &str,
+    entries: &Entries,
+    raft: Option<&str>,
 ) -> io::Result<u64> {
     let Position { seq, log_index } = at;
     let mut out = Out {
@@ -200,6 +213,10 @@ pub fn encode<W: Write>(
         out.buf.push(b'}');
     }
     write!(out.buf, ",\"log_index\":{log_index}")?;
+    if let Some(raft) = raft {
+        out.buf.extend_from_slice(b",\"raft\":");
+        out.buf.extend_from_slice(raft.as_bytes());
+    }
     out.flush()?;
     let tail = format!(
         "{}{:08x}\"}}",
@@ -425,7 +442,7 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
             k.0
         ));
     }
-    if parsed.log_index > parsed.seq {
+    if parsed.raft.is_none() && parsed.log_index > parsed.seq {
         return inconsistent(format!(
             "log_index {} is past seq {}: every record spends a seq",
             parsed.log_index, parsed.seq
@@ -437,6 +454,7 @@ pub fn decode(bytes: &[u8]) -> Result<Image, FormatError> {
         written_at: parsed.written_at.0.into_owned(),
         entries: sorted.into_iter().collect(),
         len: doc.len(),
+        raft: parsed.raft.map(|r| r.get().to_owned()),
     })
 }
 
@@ -450,6 +468,7 @@ struct Doc<'a> {
     versions: Pairs<'a, u64>,
     expires: Pairs<'a, u64>,
     log_index: u64,
+    raft: Option<&'a RawValue>,
 }
 
 /// Parses a [`Doc`], sizing the two big vectors from `count` once it has been read (capped by
@@ -478,7 +497,7 @@ impl<'de> Visitor<'de> for DocSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let (mut format, mut seq, mut count, mut written_at) = (None, None, None, None);
         let (mut data, mut versions, mut log_index) = (None, None, None);
-        let mut expires = None;
+        let (mut expires, mut raft) = (None, None);
         while let Some(field) = map.next_key::<Key<'de>>()? {
             let cap = count.map_or(0, |c: u64| (c as usize).min(self.len / 6));
             // A repeated field is refused, as a derived parser would: keeping either copy
@@ -522,6 +541,14 @@ impl<'de> Visitor<'de> for DocSeed {
                     once(&expires, "expires")?;
                     expires = Some(map.next_value_seed(PairsSeed::new(0))?);
                 }
+                "raft" => {
+                    once(&raft, "raft")?;
+                    let v: &'de RawValue = map.next_value()?;
+                    if !v.get().starts_with('{') {
+                        return Err(de::Error::custom("raft is not an object"));
+                    }
+                    raft = Some(v);
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -536,6 +563,7 @@ impl<'de> Visitor<'de> for DocSeed {
             versions: versions.ok_or_else(|| de::Error::missing_field("versions"))?,
             expires: expires.unwrap_or(Pairs(Vec::new())),
             log_index: log_index.unwrap_or(0),
+            raft,
         })
     }
 }
@@ -651,6 +679,35 @@ mod tests {
         assert_eq!(img.seq, 7);
         assert_eq!(parts(&img.entries), parts(&e));
         assert_eq!(img.len, bytes.len());
+    }
+
+    #[test]
+    fn a_cluster_image_carries_its_raft_state_and_may_run_its_index_past_its_seq() {
+        let e = entries(&[("a", "1", 2)]);
+        let raft = r#"{"last_log_id":{"leader_id":{"term":2,"node_id":1},"index":9}}"#;
+        let at = Position {
+            seq: 2,
+            log_index: 9,
+        };
+        let mut bytes = Vec::new();
+        let len = encode_tagged(&mut bytes, at, AT, &e, Some(raft)).unwrap();
+        assert_eq!(len as usize, bytes.len());
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["raft"]["last_log_id"]["index"], 9);
+        let img = decode(&bytes).unwrap();
+        assert_eq!(img.raft.as_deref(), Some(raft));
+        assert_eq!((img.seq, img.log_index), (2, 9));
+        assert_eq!(peek(&bytes).unwrap().seq, 2);
+        // Raft's own entries spend no seq, so only a cluster image may stand past its seq.
+        let mut plain = Vec::new();
+        encode(&mut plain, at, AT, &e).unwrap();
+        assert!(matches!(decode(&plain), Err(FormatError::Inconsistent(_))));
+        assert_eq!(decode(&image(&e, 2)).unwrap().raft, None);
+        // The field is one object, given once.
+        let body = r#"{"format":"twinkv-snapshot/1","seq":0,"count":0,"written_at":"2026-11-27T21:34:53Z","data":{},"versions":{},"raft":"#;
+        assert!(decode(&sealed(&format!("{body}[1]"))).is_err());
+        assert!(decode(&sealed(&format!("{body}{{}},\"raft\":{{}}"))).is_err());
+        assert!(decode(&sealed(&format!("{body}{{}}"))).is_ok());
     }
 
     #[test]

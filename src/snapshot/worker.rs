@@ -121,6 +121,14 @@ pub(super) struct Worker {
     pub(super) image_bytes: u64,
     /// The highest seq a checkpoint request asked for.
     pub(super) wanted: u64,
+    /// Cluster mode: the Raft state the replica is at (see `Published::tag`). Raft's own
+    /// entries move it without a new seq.
+    pub(super) applied_tag: Option<Arc<str>>,
+    /// The Raft state the newest image records.
+    pub(super) durable_tag: Option<Arc<str>>,
+    /// A checkpoint was asked for while the Raft state had moved past the newest image's: an
+    /// image is due even without a new seq (openraft asks for a snapshot of where it is).
+    pub(super) wanted_tag: bool,
     /// When to checkpoint, and how to delete covered segments.
     pub(super) policy: Policy,
     /// Where the thread reports its status.
@@ -179,12 +187,12 @@ impl Worker {
             );
             return Ok(());
         }
-        if self.applied.seq > self.durable {
+        if self.moved() {
             // At normal priority: the server is stopping, no request waits for the core.
             self.attempt(false);
         }
         match &self.status.load().last_error {
-            Some(e) if self.applied.seq > self.durable => Err(SnapshotError::Final(Arc::clone(e))),
+            Some(e) if self.moved() => Err(SnapshotError::Final(Arc::clone(e))),
             _ => {
                 tracing::info!(seq = self.durable, "final snapshot is durable");
                 Ok(())
@@ -195,13 +203,26 @@ impl Worker {
     fn absorb(&mut self, msg: Msg) {
         match msg {
             Msg::Published(batch) => {
+                let mut reset = false;
                 for op in batch.ops.iter() {
+                    reset |= matches!(op, crate::store::Op::Reset { .. });
                     op.apply_to(&mut self.replica);
                 }
-                self.applied = Position {
-                    seq: self.applied.seq.max(batch.seq),
-                    log_index: self.applied.log_index.max(batch.logged.index),
+                self.applied = if reset {
+                    // A cluster node installed a leader's image: the replica is exactly there.
+                    Position {
+                        seq: batch.seq,
+                        log_index: batch.logged.index,
+                    }
+                } else {
+                    Position {
+                        seq: self.applied.seq.max(batch.seq),
+                        log_index: self.applied.log_index.max(batch.logged.index),
+                    }
                 };
+                if batch.tag.is_some() {
+                    self.applied_tag = batch.tag.clone();
+                }
                 self.log_bytes
                     .fetch_add(batch.logged.bytes, Ordering::Relaxed);
             }
@@ -209,7 +230,9 @@ impl Worker {
                 self.wanted = self.wanted.max(seq);
                 // Asked for explicitly: try at once, even right after a failure.
                 self.retry_at = None;
-                if seq <= self.durable {
+                if self.tag_moved() {
+                    self.wanted_tag = true;
+                } else if seq <= self.durable {
                     // Already in an image: answer the waiter, who may be the only one.
                     self.marks.durable(self.durable);
                 }
@@ -223,12 +246,22 @@ impl Worker {
         since >= self.policy.checkpoint_log_bytes && since >= self.image_bytes
     }
 
+    /// Whether the Raft state moved past the newest image's (always `false` standalone).
+    fn tag_moved(&self) -> bool {
+        self.applied_tag != self.durable_tag
+    }
+
+    /// Whether the replica holds anything the newest image does not.
+    fn moved(&self) -> bool {
+        self.applied.seq > self.durable || self.tag_moved()
+    }
+
     /// When the next snapshot should start: `None` when nothing calls for one.
     fn next_attempt(&self) -> Option<Instant> {
-        if self.applied.seq <= self.durable || self.abandoned.load(Ordering::Relaxed) {
+        if !self.moved() || self.abandoned.load(Ordering::Relaxed) {
             return None;
         }
-        if self.wanted <= self.durable && !self.log_is_due() {
+        if self.wanted <= self.durable && !self.wanted_tag && !self.log_is_due() {
             return None;
         }
         let now = Instant::now();
@@ -246,8 +279,9 @@ impl Worker {
         let written_at = now_rfc3339();
         let idx = self.next;
         let at = self.applied;
+        let tag = self.applied_tag.clone();
         let since = self.log_bytes.load(Ordering::Relaxed);
-        let result = self.write_slot(idx, at, &written_at, idle, crash);
+        let result = self.write_slot(idx, at, tag.as_deref(), &written_at, idle, crash);
         let elapsed = started.elapsed();
         let prev = self.status.load_full();
         match result {
@@ -255,6 +289,8 @@ impl Worker {
                 CrashPoint::Flushed.reached(crash);
                 // Step 5, publish: the image is on disk, so its seq is in a checkpoint.
                 self.durable = at.seq;
+                self.wanted_tag &= tag != self.applied_tag;
+                self.durable_tag = tag.clone();
                 self.next = 1 - idx;
                 self.retry_at = None;
                 self.image_bytes = len;
@@ -272,6 +308,7 @@ impl Worker {
                     failures: prev.failures,
                     written: prev.written + 1,
                     last_error: None,
+                    tag,
                 }));
                 self.marks.durable(at.seq);
                 tracing::debug!(
@@ -316,6 +353,7 @@ impl Worker {
         &mut self,
         idx: usize,
         at: Position,
+        tag: Option<&str>,
         written_at: &str,
         idle: bool,
         crash: Option<CrashPoint>,
@@ -326,8 +364,13 @@ impl Worker {
             let replica = &self.replica;
             let tried = idle::run(patience, &self.hurry, |stop| {
                 slot.write_image(|w| {
-                    let len =
-                        format::encode(&mut Patient { inner: w, stop }, at, written_at, replica)?;
+                    let len = format::encode_tagged(
+                        &mut Patient { inner: w, stop },
+                        at,
+                        written_at,
+                        replica,
+                        tag,
+                    )?;
                     CrashPoint::Written.reached(crash);
                     Ok(len)
                 })
@@ -350,7 +393,7 @@ impl Worker {
         let slot = open_slot(&mut self.slots, &self.paths, idx)?;
         let replica = &self.replica;
         let len = slot.write_image(|w| {
-            let len = format::encode(w, at, written_at, replica)?;
+            let len = format::encode_tagged(w, at, written_at, replica, tag)?;
             CrashPoint::Written.reached(crash);
             Ok(len)
         })?;

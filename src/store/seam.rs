@@ -28,8 +28,12 @@ pub struct Published {
     pub seq: u64,
     /// Its ops, in the order they were applied.
     pub ops: Arc<[Op]>,
-    /// Where the journal recorded it (index 0, no bytes, without a journal).
+    /// Where the journal recorded it (index 0, no bytes, without a journal); in cluster mode,
+    /// the index of the last Raft entry applied.
     pub logged: Appended,
+    /// Cluster mode: the replication state the map is at after the batch, which an image of
+    /// it records (opaque to the store; see [`Committed::tag`]). `None` standalone.
+    pub tag: Option<Arc<str>>,
 }
 
 /// Where the journal put a record.
@@ -76,8 +80,11 @@ pub struct Committed {
     pub index: u64,
     /// The leader writer's clock when it drained the batch: what replay uses as `now`.
     pub now: u64,
-    /// The writes, as the client sent them (expiry absolute).
+    /// The writes, as the client sent them (expiry absolute); none for Raft's own entries.
     pub writes: Vec<Write>,
+    /// The replication state once the entry is applied (a JSON object the store does not
+    /// read): handed on in [`Published::tag`], so a snapshot records what it is a snapshot of.
+    pub tag: Arc<str>,
 }
 
 /// How one replicated write came out on the replica that applied it (the same on every one).

@@ -134,6 +134,11 @@ pub(super) struct Writer {
     pub(super) held: Vec<Logged>,
     /// Their replies.
     pub(super) held_replies: Vec<Reply>,
+    /// Cluster mode: the index and tag of the last Raft entry applied (see [`Committed::tag`]).
+    pub(super) replicated: (u64, Option<Arc<str>>),
+    /// Cluster mode: `replicated` moved since the last publish, which must hand it on even
+    /// when no key changed (Raft's own entries), so the next image records it.
+    pub(super) replicated_moved: bool,
 }
 
 /// Cluster mode: most proposals in flight at once. Writes drained meanwhile wait and go out
@@ -260,6 +265,7 @@ impl Writer {
                         seq,
                         ops: ops.into(),
                         logged: appended,
+                        tag: None,
                     };
                     for sink in &mut self.sinks {
                         sink.published(&published);
@@ -331,6 +337,8 @@ impl Writer {
                 Command::Reset {
                     entries,
                     seq,
+                    index,
+                    tag,
                     reply,
                 } => {
                     // Everything applied before the image is published first, so sinks see
@@ -341,6 +349,8 @@ impl Writer {
                     }
                     overlay.clear();
                     self.seq = seq;
+                    self.replicated = (index, Some(tag));
+                    self.replicated_moved = true;
                     self.publish(vec![Op::Reset {
                         entries: Arc::new(entries),
                         seq,
@@ -424,7 +434,14 @@ impl Writer {
         ops: &mut Vec<Op>,
         overlay: &mut HashMap<Arc<str>, Option<super::value::Entry>>,
     ) -> Vec<Outcome> {
-        let Committed { now, writes, .. } = entry;
+        let Committed {
+            now,
+            writes,
+            index,
+            tag,
+        } = entry;
+        self.replicated = (index, Some(tag));
+        self.replicated_moved = true;
         let handle = &self.handle;
         let seen = &*overlay;
         let mut apply = Apply::new(
@@ -468,22 +485,30 @@ impl Writer {
         outcomes
     }
 
-    /// Publishes `ops` (a no-op when empty) and hands them downstream. Nothing is in the
-    /// standalone log (the Raft log holds the entries), so `logged` is empty: the slot
-    /// snapshots of a cluster node record log position 0.
+    /// Publishes `ops` and hands them downstream, with the Raft position they bring the map
+    /// to (the log's index is the Raft entry's, the log's bytes are not this writer's to
+    /// count). With no ops, only a moved Raft position goes downstream, and readers see
+    /// nothing new.
     fn publish(&mut self, mut ops: Vec<Op>) {
-        if ops.is_empty() {
+        if ops.is_empty() && !self.replicated_moved {
             return;
         }
-        ops.push(Op::Seq { seq: self.seq });
-        for op in &ops {
-            self.handle.append(op.clone());
+        self.replicated_moved = false;
+        if !ops.is_empty() {
+            ops.push(Op::Seq { seq: self.seq });
+            for op in &ops {
+                self.handle.append(op.clone());
+            }
+            self.handle.publish();
         }
-        self.handle.publish();
         let published = Published {
             seq: self.seq,
             ops: ops.into(),
-            logged: Appended::default(),
+            logged: Appended {
+                index: self.replicated.0,
+                bytes: 0,
+            },
+            tag: self.replicated.1.clone(),
         };
         for sink in &mut self.sinks {
             sink.published(&published);

@@ -540,16 +540,25 @@ fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
     c.wait_converged(&all);
     let listing = c.wait_same_listing(&all, "lag/");
     assert_eq!(listing.len(), 100, "{listing:?}");
-    let snapshot = c
-        .node(lagging)
-        .dir
-        .path()
-        .join("raft")
-        .join("snapshot.json");
+    // The image it received is in a slot file, with the Raft state it is a snapshot of.
+    let images: Vec<Value> = ["snapshot-a.json", "snapshot-b.json"]
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(c.node(lagging).dir.path().join(n)).ok())
+        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+        .collect();
+    let received = images
+        .iter()
+        .find(|doc| doc["data"]["lag/000"] == json!("v"))
+        .unwrap_or_else(|| panic!("no slot image holds the received keys: {images:?}"));
+    let raft = &received["raft"];
     assert!(
-        snapshot.exists(),
-        "the follower keeps the image it received"
+        raft["last_log_id"]["index"].as_u64().unwrap_or(0) >= 20,
+        "the image records its last Raft entry: {raft}"
     );
+    let members = raft["last_membership"]["membership"]["nodes"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the image records the membership: {raft}"));
+    assert_eq!(members.len(), 3, "{raft}");
 }
 
 /// What a key should hold: its value and version, or absent.
