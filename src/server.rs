@@ -114,7 +114,8 @@ pub fn serve(
         Some(_) => {
             let flush = config.durability == crate::store::Durability::Sync;
             let mut open = |dir: &std::path::Path| {
-                let (initial, proposer, rest) = crate::cluster::open(dir, flush)?;
+                let (initial, proposer, rest) =
+                    crate::cluster::open(dir, flush, config.log_segment_bytes)?;
                 seed = Some(rest);
                 Ok((initial, proposer))
             };
