@@ -9,6 +9,9 @@
 //! (`<20 digits>.jsonl`), roll once they reach [`SEGMENT_BYTES`], and are never written again
 //! once closed; the snapshot thread deletes those that both slots have covered
 //! ([`Compactor`]). `scan.rs` reads them back, for recovery and `inspect`.
+//!
+//! A cluster node's segments are openraft's log storage instead, written by
+//! `cluster/log_store.rs` with Raft records (`record.rs`); the engine opens no [`Log`] there.
 
 pub mod file;
 pub mod record;
