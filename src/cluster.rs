@@ -53,26 +53,59 @@ pub struct Member {
     pub raft_addr: String,
 }
 
-/// One Raft entry's payload: the writes of one drained batch as a twinkv log record (the
-/// line `data/log` would hold, with placeholder `index` 1 and `seq` 0: replicas derive seqs).
+/// One Raft entry's payload: the writes of one drained batch, as the leader's writer drained
+/// them. `writes` is the JSON array a log record holds (`record::encode_writes`), kept raw: the
+/// log store copies it into the entry's Raft record as it stands, and AppendEntries carries it
+/// between nodes as it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Proposal(Box<RawValue>);
+#[serde(try_from = "RawProposal")]
+pub struct Proposal {
+    /// The leader writer's clock when it drained the batch (ms since the epoch): what every
+    /// replica's apply uses as `now`.
+    pub now: u64,
+    /// The writes, one compact JSON array.
+    pub writes: Box<RawValue>,
+}
+
+/// A proposal as it arrives from a peer, before the one check its Raft record needs.
+#[derive(Deserialize)]
+struct RawProposal {
+    now: u64,
+    writes: Box<RawValue>,
+}
+
+impl TryFrom<RawProposal> for Proposal {
+    type Error = String;
+
+    /// Refuses a `writes` that is not one line: the log store writes it into a record line as
+    /// it stands, and a newline there would split the record (every node encodes it compact;
+    /// only a broken peer sends one).
+    fn try_from(raw: RawProposal) -> Result<Proposal, String> {
+        if raw.writes.get().contains(['\n', '\r']) {
+            return Err("a proposal whose writes span lines".into());
+        }
+        Ok(Proposal {
+            now: raw.now,
+            writes: raw.writes,
+        })
+    }
+}
 
 impl Proposal {
     fn encode(now: u64, writes: &[Logged]) -> Proposal {
-        let mut line = Vec::new();
-        record::encode(&mut line, 1, 0, now, writes);
-        while line.last() == Some(&b'\n') {
-            line.pop();
+        let mut array = Vec::new();
+        record::encode_writes(&mut array, writes);
+        let text = String::from_utf8(array).expect("a log record is UTF-8");
+        Proposal {
+            now,
+            writes: RawValue::from_string(text).expect("a writes array is one JSON value"),
         }
-        let text = String::from_utf8(line).expect("a log record is UTF-8");
-        Proposal(RawValue::from_string(text).expect("a log record is one JSON object"))
     }
 
     /// The batch's clock and writes.
     fn decode(&self) -> Result<(u64, Vec<Write>), RecordError> {
-        let r = record::decode(self.0.get().as_bytes())?;
-        Ok((r.now, r.writes))
+        let writes = record::decode_writes(self.writes.get().as_bytes())?;
+        Ok((self.now, writes))
     }
 }
 
@@ -178,16 +211,17 @@ impl Proposer for RaftProposer {
     }
 }
 
-/// Opens the Raft log and vote inside `data_dir`, for a store that starts from the image whose
-/// Raft state is `tag` (its `raft` field; `None`: an empty store). Returns the proposer the
-/// writer sends batches to, and the rest for [`Cluster::start`].
+/// Opens the Raft log (`log/`, segments rolled at `segment_bytes`) and the vote (`raft/`) in
+/// `data_dir`, for a store that starts from the image whose Raft state is `tag` (its `raft`
+/// field; `None`: an empty store). Returns the proposer the writer sends batches to, and the
+/// rest for [`Cluster::start`].
 pub fn open(
     data_dir: &Path,
     flush: bool,
+    segment_bytes: u64,
     tag: Option<&str>,
 ) -> std::io::Result<(Box<dyn Proposer>, Seed)> {
-    let dir = data_dir.join(DIR);
-    let log = LogStore::open(&dir, flush)?;
+    let log = LogStore::open(data_dir, flush, segment_bytes)?;
     let state = match tag {
         Some(t) => RaftState::parse(t).map_err(|e| {
             std::io::Error::other(format!("the snapshot's raft field is not valid: {e}"))
@@ -218,8 +252,7 @@ pub fn inspect(data_dir: &Path) -> Option<serde_json::Value> {
         return None;
     }
     let read = |name: &str| std::fs::read(dir.join(name)).ok();
-    let log = read(log_store::LOG_FILE).unwrap_or_default();
-    let scanned = log_store::scan(&log);
+    let log = log_store::survey(data_dir);
     let vote: Option<serde_json::Value> = read(log_store::VOTE_FILE)
         .and_then(|b| serde_json::from_slice::<openraft::Vote<NodeId>>(&b).ok())
         .map(|v| serde_json::json!({"term": v.leader_id.term, "node": v.leader_id.node_id, "committed": v.committed}));
@@ -248,16 +281,15 @@ pub fn inspect(data_dir: &Path) -> Option<serde_json::Value> {
         Ok(None) => serde_json::Value::Null,
         Err(e) => serde_json::json!({"error": e}),
     };
-    let first = scanned.entries.keys().next().copied();
-    let last = scanned.entries.keys().next_back().copied();
     Some(serde_json::json!({
         "log": {
-            "path": dir.join(log_store::LOG_FILE),
-            "entries": scanned.entries.len(),
-            "first_index": first,
-            "last_index": last,
-            "purged_through": scanned.purged.map(|p| p.index),
-            "torn_tail_bytes": log.len() - scanned.good,
+            "path": log.path,
+            "entries": log.entries,
+            "first_index": log.first,
+            "last_index": log.last,
+            "purged_through": log.purged,
+            "torn_tail_bytes": log.torn_bytes,
+            "error": log.error,
         },
         "vote": vote,
         "snapshot": snapshot,
@@ -765,8 +797,9 @@ mod tests {
         {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut seed = None;
+            // Small segments, so the suite's appends, truncates and purges cross them.
             let mut open = |d: &Path, tag: Option<&str>| {
-                let (proposer, rest) = open(d, false, tag)?;
+                let (proposer, rest) = open(d, false, 512, tag)?;
                 seed = Some(rest);
                 Ok(proposer)
             };

@@ -20,7 +20,7 @@ use crate::log::file::Disk;
 use crate::log::scan::{self, Torn};
 use crate::log::{Compactor, Log, LogError, LogHandle, LogStats};
 use crate::metrics::Metrics;
-use crate::recovery::{self, Loaded, RecoveryError};
+use crate::recovery::{self, Loaded, RecoveryError, Replay};
 use crate::snapshot::format::Position;
 use crate::snapshot::recover::Depth;
 use crate::snapshot::{
@@ -214,7 +214,13 @@ impl Engine {
 
         let started = Instant::now();
         tracing::info!(dir = %dir.display(), "recovering");
-        let rec = recovery::recover(&dir, Depth::Newest)?;
+        // A cluster node's `data/log` is openraft's log, read by its log store: the standalone
+        // recovery loads only the slot image there (which the Raft snapshot then replaces).
+        let replay = match cluster {
+            Some(_) => Replay::Skip,
+            None => Replay::Records,
+        };
+        let rec = recovery::recover(&dir, Depth::Newest, replay)?;
         let proposer = match cluster {
             Some(open) => {
                 let tag = rec.image.as_ref().and_then(|i| i.tag.clone());
@@ -286,14 +292,19 @@ impl Engine {
                 Durability::Sync => None,
             },
         };
-        let (log, log_handle) = Log::open(
-            options,
-            Arc::new(Disk),
-            start,
-            Arc::clone(&metrics),
-            &faults,
-        )
-        .map_err(|e| EngineError::Log(Arc::new(e)))?;
+        let (log, log_handle) = if clustered {
+            (None, LogHandle::idle(rec.seq))
+        } else {
+            let (log, handle) = Log::open(
+                options,
+                Arc::new(Disk),
+                start,
+                Arc::clone(&metrics),
+                &faults,
+            )
+            .map_err(|e| EngineError::Log(Arc::new(e)))?;
+            (Some(log), handle)
+        };
         let compactor = Compactor { dir: log_dir };
         let policy = Policy {
             checkpoint_log_bytes: settings.checkpoint_log_bytes,
@@ -324,7 +335,7 @@ impl Engine {
             seq: rec.seq,
         };
         let downstream = Downstream {
-            journal: if clustered { None } else { Some(Box::new(log)) },
+            journal: log.map(|l| Box::new(l) as Box<dyn crate::store::Journal>),
             sinks: vec![Box::new(feed), Box::new(watch_feed)],
             faults: faults.clone(),
             proposer,

@@ -2,6 +2,12 @@
 //! would load.
 //!
 //! Reads files with ordinary reads and takes no lock, so it works beside a running server.
+//!
+//! A cluster node's data dir (one with a `raft/` folder) has Raft records in its log: their
+//! seqs are decided when a node applies them, so they cannot be replayed here. Its segments are
+//! listed and checked as a standalone log's are, the Raft records are counted, not applied, and
+//! what "recovery would load" (and `--dump`) is the slot checkpoint alone; the node itself
+//! starts from its Raft snapshot (the `raft` section).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -9,7 +15,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::log::scan::LogReport;
-use crate::recovery::{self, Recovery, Refusal};
+use crate::recovery::{self, Recovery, Refusal, Replay};
 use crate::snapshot::format;
 use crate::snapshot::recover::{Depth, RecoverError, Scan};
 use crate::Chain;
@@ -57,7 +63,12 @@ pub fn inspect(path: &Path, mode: Mode, out: &mut dyn Write, err: &mut dyn Write
         }
     };
     let files = slot_reports(&scan);
-    let result = recovery::recover_scan(scan, log_dir.as_deref());
+    let replay = if abs.join(crate::cluster::DIR).is_dir() {
+        Replay::Check
+    } else {
+        Replay::Records
+    };
+    let result = recovery::recover_scan(scan, log_dir.as_deref(), replay);
     let status = if result.is_ok() {
         EXIT_OK
     } else {
@@ -111,7 +122,7 @@ fn log_reports(log: &LogReport) -> Vec<serde_json::Value> {
                 "path": s.path, "valid": s.error.is_none(), "error": s.error,
                 "first_index": s.first_index, "last_index": s.last_index,
                 "first_seq": s.seqs.map(|x| x.0), "last_seq": s.seqs.map(|x| x.1),
-                "bytes": s.bytes,
+                "bytes": s.bytes, "raft": s.raft,
                 "torn_tail": torn.map(|t| json!({"offset": t.offset, "bytes": t.bytes})),
             })
         })
@@ -129,9 +140,13 @@ fn report(
     match mode {
         Mode::Human => human(files, rec, path, out),
         Mode::Json => {
-            let (from, to) = match rec {
-                Ok(r) => (json!(r.image.as_ref().map(|i| &i.path)), json!(r.seq)),
-                Err(_) => (json!(null), json!(null)),
+            let (from, to, raft_records) = match rec {
+                Ok(r) => (
+                    json!(r.image.as_ref().map(|i| &i.path)),
+                    json!(r.seq),
+                    r.raft_records,
+                ),
+                Err(_) => (json!(null), json!(null), 0),
             };
             let mut doc = json!({
                 "files": files,
@@ -139,6 +154,10 @@ fn report(
                 "recovers_from": from,
                 "recovers_to_seq": to,
             });
+            if log_of(rec).raft {
+                // Counted, not replayed: `recovers_to_seq` is the checkpoint's.
+                doc["log_raft_records"] = json!(raft_records);
+            }
             if let Some(raft) = crate::cluster::inspect(path) {
                 doc["raft"] = raft;
             }
@@ -192,7 +211,8 @@ fn human(
         writeln!(out, "{}", log["path"].as_str().unwrap_or("?"))?;
         writeln!(
             out,
-            "  raft log:   {} entries, index {}..={} (purged through {}), torn tail {} bytes",
+            "  raft log:   {} entries, index {}..={} (purged through {}), torn tail {} bytes \
+             (segments below)",
             log["entries"],
             log["first_index"],
             log["last_index"],
@@ -219,6 +239,11 @@ fn human(
                 "  records:    index {}..={last}, seq {a}..={b}",
                 s.first_index
             )?,
+            (Some(last), None) => writeln!(
+                out,
+                "  records:    index {}..={last}, Raft entries (no seq until applied)",
+                s.first_index
+            )?,
             _ => writeln!(
                 out,
                 "  records:    none (starts at index {})",
@@ -240,6 +265,20 @@ fn human(
         }
     }
     match rec {
+        Ok(r) if log.raft => {
+            let from = match &r.image {
+                Some(i) => format!("{} (seq {})", i.path.display(), i.seq),
+                None => "no snapshot".into(),
+            };
+            writeln!(
+                out,
+                "the log holds {} Raft records, checked, not replayed (their seqs are decided \
+                 when a node applies them); the slot checkpoint is {from}: seq {}, {} keys",
+                r.raft_records,
+                r.seq,
+                r.entries.len()
+            )
+        }
         Ok(r) => {
             let from = match &r.image {
                 Some(i) => format!("{} (seq {})", i.path.display(), i.seq),

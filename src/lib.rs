@@ -99,6 +99,9 @@ pub mod fuzzing {
     pub use crate::http::kv::parse_batch;
     pub use crate::log::record::decode as decode_log_record;
     pub use crate::log::record::encode as encode_log_record;
+    pub use crate::log::record::encode_raft as encode_raft_log_record;
+    pub use crate::log::record::encode_writes as encode_log_writes;
+    pub use crate::log::record::{RaftBody, RaftPayload};
     pub use crate::snapshot::format::decode as decode_snapshot;
 }
 

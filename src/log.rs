@@ -9,6 +9,9 @@
 //! (`<20 digits>.jsonl`), roll once they reach [`SEGMENT_BYTES`], and are never written again
 //! once closed; the snapshot thread deletes those that both slots have covered
 //! ([`Compactor`]). `scan.rs` reads them back, for recovery and `inspect`.
+//!
+//! A cluster node's segments are openraft's log storage instead, written by
+//! `cluster/log_store.rs` with Raft records (`record.rs`); the engine opens no [`Log`] there.
 
 pub mod file;
 pub mod record;
@@ -160,6 +163,18 @@ pub struct LogHandle {
 }
 
 impl LogHandle {
+    /// The handle of a log this process does not write: a cluster node's `data/log` is
+    /// openraft's log storage (`cluster/log_store.rs`), so the engine opens no [`Log`] there
+    /// (one would start a segment of its own beside the Raft ones). Durable stays at `seq`.
+    pub fn idle(seq: u64) -> LogHandle {
+        let (_, rx) = marks(seq);
+        LogHandle {
+            marks: rx,
+            stats: Arc::default(),
+            flusher: None,
+        }
+    }
+
     /// Waits for the flusher, which ends once the [`Log`] is dropped (after a last flush).
     pub fn join(mut self) {
         if let Some(j) = self.flusher.take() {

@@ -27,6 +27,9 @@ pub struct Recovery {
     pub log_index: u64,
     /// Records applied after the image.
     pub replayed: u64,
+    /// Raft records the log holds (a cluster node's, with [`Replay::Check`]): checked, not
+    /// applied.
+    pub raft_records: u64,
     /// Their bytes.
     pub replayed_bytes: u64,
     /// What the log scan found (segments, a torn tail).
@@ -34,6 +37,21 @@ pub struct Recovery {
 }
 
 pub use crate::snapshot::Loaded;
+
+/// What recovery does with the log's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A standalone server: apply every record after the image. A Raft record (a cluster
+    /// node's log) refuses: its seqs are decided when it is applied, so replaying it here
+    /// would guess them, and a cluster node starts from its Raft snapshot instead.
+    Records,
+    /// A cluster node's data dir, for `inspect`: check every segment (checksums, indexes, one
+    /// kind of record) but apply nothing; the map is the slot image's.
+    Check,
+    /// A cluster node's start: the log is openraft's, which its log store reads (and repairs)
+    /// itself, so it is not read here at all.
+    Skip,
+}
 
 /// Why the data dir cannot be recovered.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +62,12 @@ pub enum RecoveryError {
     /// The log is damaged somewhere other than its tail.
     #[error(transparent)]
     Log(#[from] Damage),
+    /// A standalone start on a cluster node's data dir.
+    #[error("this data dir holds a cluster node's Raft log ({path}); start it with --node-id and --raft-addr")]
+    ClusterLog {
+        /// The segment holding the first Raft record.
+        path: PathBuf,
+    },
     /// The log does not reach back to the position the snapshot covers.
     #[error("the log starts at index {first} but {snapshot} needs every record after index {needed}: segments are missing")]
     Unreachable {
@@ -73,26 +97,40 @@ pub struct Refusal {
 /// one whose first bytes claim the highest seq (see [`speculate`]). When the guess fails, or
 /// anything is wrong, the data dir is read again one step after the other, which gives the
 /// answer (or the refusal) the guess would have had to match.
-pub fn recover(dir: &Path, depth: Depth) -> Result<Recovery, RecoveryError> {
+///
+/// With [`Replay::Skip`] the log is not read: only the image is loaded.
+pub fn recover(dir: &Path, depth: Depth, replay: Replay) -> Result<Recovery, RecoveryError> {
     let log_dir = dir.join(crate::log::DIR);
-    if let Some(rec) = claimed_seq(dir).and_then(|claim| speculate(dir, depth, &log_dir, claim)) {
-        return Ok(rec);
+    if replay == Replay::Skip {
+        return replay_scan(Scan::dir(dir, depth)?, None, true, replay).map_err(|r| r.error);
     }
-    replay_scan(Scan::dir(dir, depth)?, Some(&log_dir), true).map_err(|r| r.error)
+    if replay == Replay::Records {
+        if let Some(rec) = claimed_seq(dir).and_then(|claim| speculate(dir, depth, &log_dir, claim))
+        {
+            return Ok(rec);
+        }
+    }
+    replay_scan(Scan::dir(dir, depth)?, Some(&log_dir), true, replay).map_err(|r| r.error)
 }
 
 /// Like [`recover`], from a slot scan already made, one step after the other and without the
 /// store's index (for `inspect`; a single slot file passes no log). A refusal keeps the log
 /// report, so that every segment can still be shown.
-pub fn recover_scan(slots: Scan, log_dir: Option<&Path>) -> Result<Recovery, Refusal> {
-    replay_scan(slots, log_dir, false)
+pub fn recover_scan(
+    slots: Scan,
+    log_dir: Option<&Path>,
+    replay: Replay,
+) -> Result<Recovery, Refusal> {
+    replay_scan(slots, log_dir, false, replay)
 }
 
-/// The newest image of `slots`, then the log after it; with the store's index if `indexed`.
+/// The newest image of `slots`, then the log after it (as `replay` says); with the store's
+/// index if `indexed`.
 fn replay_scan(
     mut slots: Scan,
     log_dir: Option<&Path>,
     indexed: bool,
+    mode: Replay,
 ) -> Result<Recovery, Refusal> {
     let newest = slots.take_recovery().map_err(|e| Refusal {
         error: e.into(),
@@ -114,23 +152,63 @@ fn replay_scan(
         map.reserve(changes_in(dir));
     }
     let mut replayed = 0;
+    let mut raft_records = 0;
     let mut last_index = after;
-    let visit = |rec: Record, _| {
-        if rec.index != last_index + 1 {
-            return Err(format!(
+    // Set when a standalone replay meets a Raft record: the scan stops there, and the refusal
+    // says what the data dir is rather than calling the record damaged.
+    let mut cluster_log = false;
+    let visit =
+        |rec: Record, _| {
+            match (mode, rec.raft.is_some()) {
+                (Replay::Records, true) => {
+                    cluster_log = true;
+                    return Err("a Raft record".into());
+                }
+                (Replay::Records, false) => {}
+                (_, true) => {
+                    raft_records += 1;
+                    return Ok(());
+                }
+                (_, false) => return Err(
+                    "a standalone record in a cluster node's log (its data dir has a raft/ folder)"
+                        .into(),
+                ),
+            }
+            if rec.index != last_index + 1 {
+                return Err(format!(
                 "record {} follows record {last_index}: the log skips records the snapshot lacks",
                 rec.index
             ));
-        }
-        last_index = rec.index;
-        seq = replay(&mut map, seq, rec)?;
-        replayed += 1;
-        Ok(())
+            }
+            last_index = rec.index;
+            seq = replay(&mut map, seq, rec)?;
+            replayed += 1;
+            Ok(())
+        };
+    // A Raft log is checked from its first record (index 0 exists there); the image's
+    // position is not one of its indexes.
+    let from = match mode {
+        Replay::Records => after + 1,
+        Replay::Check | Replay::Skip => 0,
     };
     let mut log = match log_dir {
-        Some(dir) => scan::scan(dir, after, visit),
+        Some(dir) => scan::scan(dir, from, visit),
         None => LogReport::default(),
     };
+    // Also when no record was visited: records at or below the image's position are only
+    // checked, and a Raft log's indexes have nothing to do with that position.
+    let raft_segment = log.segments.iter().find(|s| s.raft).map(|s| s.path.clone());
+    if cluster_log || (mode == Replay::Records && raft_segment.is_some()) {
+        let path = match (&log.damage, raft_segment) {
+            (Some(Damage::Record { path, .. }), _) if cluster_log => path.clone(),
+            (_, Some(path)) => path,
+            _ => log_dir.map(Path::to_path_buf).unwrap_or_default(),
+        };
+        return Err(Refusal {
+            error: RecoveryError::ClusterLog { path },
+            log: Box::new(log),
+        });
+    }
     if let Some(d) = &log.damage {
         let error = RecoveryError::Log(d.clone());
         return Err(Refusal {
@@ -138,7 +216,7 @@ fn replay_scan(
             log: Box::new(log),
         });
     }
-    if let Some(first) = log.first_index {
+    if let Some(first) = log.first_index.filter(|_| mode == Replay::Records) {
         if first > after + 1 {
             let error = RecoveryError::Unreachable {
                 first,
@@ -171,6 +249,7 @@ fn replay_scan(
         seq,
         log_index: last_index,
         replayed,
+        raft_records,
         replayed_bytes,
         log,
     })
@@ -282,6 +361,10 @@ fn speculate(dir: &Path, depth: Depth, log_dir: &Path, claim: u64) -> Option<Rec
         let (mut last_skipped, mut first_replayed, mut last_replayed) = (None, None, None);
         let mut out_of_order = false;
         let log = scan::scan(log_dir, 0, |rec: Record, len| {
+            if rec.raft.is_some() {
+                // A cluster node's log: the guess fails, and the stepwise replay refuses.
+                return Err("a Raft record".into());
+            }
             if rec.seq <= claim {
                 out_of_order |= first_replayed.is_some();
                 last_skipped = Some(rec.index);
@@ -321,6 +404,7 @@ fn speculate(dir: &Path, depth: Depth, log_dir: &Path, claim: u64) -> Option<Rec
             seq,
             log_index: last_replayed.unwrap_or(after),
             replayed,
+            raft_records: 0,
             replayed_bytes,
             log,
         })
@@ -429,7 +513,12 @@ mod tests {
 
     fn one_step_at_a_time(dir: &Path) -> Recovery {
         let log = dir.join(crate::log::DIR);
-        recover_scan(Scan::dir(dir, Depth::Newest).expect("scan"), Some(&log)).expect("recovers")
+        recover_scan(
+            Scan::dir(dir, Depth::Newest).expect("scan"),
+            Some(&log),
+            Replay::Records,
+        )
+        .expect("recovers")
     }
 
     /// A log of every kind of write after two images: puts, a conditional put and a delete
@@ -482,7 +571,7 @@ mod tests {
         assert_eq!((image.path.as_path(), image.keys), (newest.as_path(), 4));
         assert_eq!(image.log_index, 3);
         assert_eq!(
-            summary(&recover(dir, Depth::Newest).expect("recovers")),
+            summary(&recover(dir, Depth::Newest, Replay::Records).expect("recovers")),
             summary(&stepwise)
         );
         let keys: Vec<_> = at_once
@@ -503,7 +592,8 @@ mod tests {
         std::fs::write(&newest, bytes).expect("damage");
         let claim = claimed_seq(dir).expect("a claim");
         assert!(speculate(dir, Depth::Newest, &dir.join(crate::log::DIR), claim).is_none());
-        let got = recover(dir, Depth::Newest).expect("recovers from the older image");
+        let got =
+            recover(dir, Depth::Newest, Replay::Records).expect("recovers from the older image");
         assert_eq!(got.image.as_ref().map(|i| i.path.clone()), Some(older));
         assert_eq!(got.replayed, 5);
         assert_eq!(summary(&got), summary(&one_step_at_a_time(dir)));
@@ -520,10 +610,55 @@ mod tests {
         std::fs::write(log.join(crate::log::segment_name(5)), lines[4..].concat()).expect("write");
         let claim = claimed_seq(dir).expect("a claim");
         assert!(speculate(dir, Depth::Newest, &log, claim).is_none());
-        let err = recover(dir, Depth::Newest).expect_err("refused");
+        let err = recover(dir, Depth::Newest, Replay::Records).expect_err("refused");
         assert!(
             err.to_string().contains("record 5 follows record 3"),
             "{err}"
         );
+    }
+    /// A standalone start on a cluster node's data dir used to be silent in the worst way:
+    /// the first guess skipped every record (a Raft record has no seq above the image's), so
+    /// the server would have started from the slot checkpoint alone. It refuses, saying what
+    /// the data dir is; `inspect`'s check mode lists the same log without refusing.
+    #[test]
+    fn a_standalone_start_refuses_a_cluster_nodes_raft_log() {
+        let (d, _, _) = busy_dir();
+        let dir = d.dir.path();
+        let log = dir.join(crate::log::DIR);
+        std::fs::remove_file(log.join(crate::log::segment_name(1))).expect("remove");
+        let writes = serde_json::value::RawValue::from_string("[]".into()).unwrap();
+        let mut raft = Vec::new();
+        record::encode_raft(&mut raft, 0, 0, 0, record::RaftBody::Blank);
+        for i in 1..=3 {
+            let body = record::RaftBody::Normal {
+                now: 7,
+                writes: &writes,
+            };
+            record::encode_raft(&mut raft, i, 1, 1, body);
+        }
+        let segment = log.join(crate::log::segment_name(0));
+        std::fs::write(&segment, &raft).expect("write");
+        let err = recover(dir, Depth::Newest, Replay::Records).expect_err("refused");
+        assert!(matches!(&err, RecoveryError::ClusterLog { path } if *path == segment));
+        assert!(
+            err.to_string().contains(
+                "this data dir holds a cluster node's Raft log ("
+                    .to_string()
+                    .as_str()
+            ) && err
+                .to_string()
+                .contains("start it with --node-id and --raft-addr"),
+            "{err}"
+        );
+        let checked = recover_scan(
+            Scan::dir(dir, Depth::Newest).expect("scan"),
+            Some(&log),
+            Replay::Check,
+        )
+        .expect("checked, not replayed");
+        assert_eq!((checked.raft_records, checked.replayed), (4, 0));
+        assert_eq!(checked.seq, 4, "the slot image's seq");
+        let skipped = recover(dir, Depth::Newest, Replay::Skip).expect("not read");
+        assert!(skipped.log.segments.is_empty());
     }
 }

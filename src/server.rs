@@ -114,7 +114,8 @@ pub fn serve(
         Some(_) => {
             let flush = config.durability == crate::store::Durability::Sync;
             let mut open = |dir: &std::path::Path, tag: Option<&str>| {
-                let (proposer, rest) = crate::cluster::open(dir, flush, tag)?;
+                let (proposer, rest) =
+                    crate::cluster::open(dir, flush, config.log_segment_bytes, tag)?;
                 seed = Some(rest);
                 Ok(proposer)
             };

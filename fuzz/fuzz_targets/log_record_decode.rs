@@ -1,15 +1,19 @@
 //! `log_record_decode`: arbitrary bytes as one log line, through the log record decoder.
 //!
-//! Oracle: it never panics; an accepted record has an index of at least 1, at least one write,
-//! and keys of 1..=65536 bytes; encoding what was decoded and decoding that gives the same
-//! record (the encoder and the decoder agree on every field), and that encoding is one line
-//! of JSON that `serde_json` (as `jq` would) reads as an object. Each input is decoded as it
-//! stands and resealed (see `resealed`).
+//! Oracle: it never panics; an accepted standalone record has an index of at least 1, at least
+//! one write, and keys of 1..=65536 bytes; an accepted Raft record (a cluster node's) has no
+//! seq, and writes only when it is a normal entry; encoding what was decoded and decoding that
+//! gives the same record (the encoder and the decoder agree on every field), and that
+//! encoding is one line of JSON that `serde_json` (as `jq` would) reads as an object. Each
+//! input is decoded as it stands and resealed (see `resealed`).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use twinkv::fuzzing::{decode_log_record, encode_log_record};
+use twinkv::fuzzing::{
+    decode_log_record, encode_log_record, encode_log_writes, encode_raft_log_record, RaftBody,
+    RaftPayload,
+};
 use twinkv::store::{Expiry, Logged, Write};
 use twinkv::Entry;
 
@@ -70,17 +74,43 @@ fn check(data: &[u8]) {
     let Ok(rec) = decode_log_record(data) else {
         return;
     };
-    assert!(rec.index >= 1, "accepted index {}", rec.index);
-    assert!(!rec.writes.is_empty(), "accepted a record without writes");
     let logged: Vec<Logged> = rec.writes.iter().map(logged).collect();
     let mut line = Vec::new();
-    encode_log_record(&mut line, rec.index, rec.seq, rec.now, &logged);
+    match &rec.raft {
+        None => {
+            assert!(rec.index >= 1, "accepted index {}", rec.index);
+            assert!(!rec.writes.is_empty(), "accepted a record without writes");
+            encode_log_record(&mut line, rec.index, rec.seq, rec.now, &logged);
+        }
+        Some(raft) => {
+            assert_eq!(rec.seq, 0, "a Raft record has no seq");
+            let mut array = Vec::new();
+            encode_log_writes(&mut array, &logged);
+            let writes = serde_json::value::RawValue::from_string(
+                String::from_utf8(array).expect("UTF-8"),
+            )
+            .expect("a writes array");
+            let body = match &raft.payload {
+                RaftPayload::Normal => RaftBody::Normal {
+                    now: rec.now,
+                    writes: &writes,
+                },
+                RaftPayload::Blank => RaftBody::Blank,
+                RaftPayload::Membership(m) => RaftBody::Membership(m),
+            };
+            if !matches!(raft.payload, RaftPayload::Normal) {
+                assert!(rec.writes.is_empty(), "writes in a blank or membership entry");
+            }
+            encode_raft_log_record(&mut line, rec.index, raft.term, raft.leader, body);
+        }
+    }
     assert_eq!(line.pop(), Some(b'\n'));
     assert!(!line.contains(&b'\n'), "a record must be one line");
     let v: serde_json::Value = serde_json::from_slice(&line).expect("the encoding is JSON");
     assert!(v.is_object());
     let again = decode_log_record(&line).expect("the encoding decodes");
     assert_eq!(format!("{:?}", again.writes), format!("{:?}", rec.writes));
+    assert_eq!(format!("{:?}", again.raft), format!("{:?}", rec.raft));
     assert_eq!(
         (again.index, again.seq, again.now),
         (rec.index, rec.seq, rec.now)

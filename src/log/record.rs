@@ -24,6 +24,29 @@
 //! - `crc32c`: eight lower-case hex digits, the CRC-32C of every byte of the line before
 //!   `,"crc32c"`. It is the last field and fixed in length, so a torn or altered line never
 //!   passes as valid.
+//!
+//! # Raft records
+//!
+//! A cluster node's log is openraft's log storage, in the same segments and the same format,
+//! one record per Raft entry, told apart by `term` and `leader` in place of `seq`:
+//!
+//! ```text
+//! {"index":12,"term":3,"leader":1,"now":1764590000000,"writes":[…],"crc32c":"…"}  a batch
+//! {"index":0,"term":0,"leader":0,"membership":{"configs":[[1]],"nodes":{…}},"writes":[],"crc32c":"…"}
+//! {"index":13,"term":4,"leader":2,"writes":[],"crc32c":"…"}                   a blank entry
+//! ```
+//!
+//! - `index`: the entry's Raft index (the first is 0, the membership of `POST /cluster/init`).
+//! - `term`, `leader`: the entry's log id, the term and the node that led in it.
+//! - `now`, `writes`: a normal entry's batch, exactly as in a standalone record (`now` present
+//!   marks a normal entry; its `writes` may be empty). A blank or membership entry has neither.
+//! - `membership`: openraft's membership as its own JSON, carried here as raw JSON: this module
+//!   names no openraft type, the cluster module reads it.
+//!
+//! A Raft record has no `seq`: the seq of a batch is decided when the committed entry is
+//! applied, which is after it is appended. [`Record::seq`] is 0 for one, and [`Record::raft`]
+//! says which kind a record is. A line with both `seq` and `term`, a membership with writes or
+//! a `now`, or a standalone record without `seq` or `now`, is refused.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -47,12 +70,55 @@ const MAX_KEY: usize = crate::defaults::MAX_KEY_BYTES_LIMIT;
 pub struct Record {
     /// Its index in the log.
     pub index: u64,
-    /// The map's seq after it.
+    /// The map's seq after it; 0 in a Raft record, which carries none (its seq is decided when
+    /// the entry is applied, after it is appended).
     pub seq: u64,
-    /// The writer's clock when it applied the record (ms since the epoch).
+    /// The writer's clock when it applied the record (ms since the epoch); 0 in a blank or
+    /// membership Raft record.
     pub now: u64,
     /// Its writes, in order.
     pub writes: Vec<Write>,
+    /// The Raft part, when the record is a cluster node's log entry.
+    pub raft: Option<RaftPart>,
+}
+
+/// What a Raft record holds beyond a standalone one.
+#[derive(Debug)]
+pub struct RaftPart {
+    /// The term of the entry's log id.
+    pub term: u64,
+    /// The node that led in that term (the log id's node).
+    pub leader: u64,
+    /// Which kind of entry it is.
+    pub payload: RaftPayload,
+}
+
+/// The kind of a Raft entry; a normal entry's batch is in [`Record::now`] and
+/// [`Record::writes`].
+#[derive(Debug)]
+pub enum RaftPayload {
+    /// A batch of writes.
+    Normal,
+    /// A blank entry (a new leader's first).
+    Blank,
+    /// A membership change: openraft's membership as raw JSON.
+    Membership(Box<RawValue>),
+}
+
+/// What [`encode_raft`] writes after the log id.
+#[derive(Debug, Clone, Copy)]
+pub enum RaftBody<'a> {
+    /// A batch: its clock and its writes array, as [`encode_writes`] made it.
+    Normal {
+        /// The leader writer's clock when it drained the batch.
+        now: u64,
+        /// The JSON array of writes.
+        writes: &'a RawValue,
+    },
+    /// A blank entry.
+    Blank,
+    /// A membership, as one compact JSON object.
+    Membership(&'a RawValue),
 }
 
 /// Why bytes are not a valid record. Never a panic: every line maps to one of these.
@@ -82,8 +148,56 @@ pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, now: u64, writes: &[Logge
     let start = out.len();
     let _ = write!(
         out,
-        "{{\"index\":{index},\"seq\":{seq},\"now\":{now},\"writes\":["
+        "{{\"index\":{index},\"seq\":{seq},\"now\":{now},\"writes\":"
     );
+    encode_writes(out, writes);
+    seal(out, start)
+}
+
+/// Appends the line of a Raft record (with its newline) to `out`; returns its length. The
+/// writes or membership are copied as they stand: they must be compact JSON, one line (what
+/// [`encode_writes`] and `serde_json::to_string` write).
+pub fn encode_raft(
+    out: &mut Vec<u8>,
+    index: u64,
+    term: u64,
+    leader: u64,
+    body: RaftBody<'_>,
+) -> usize {
+    let start = out.len();
+    let _ = write!(
+        out,
+        "{{\"index\":{index},\"term\":{term},\"leader\":{leader}"
+    );
+    match body {
+        RaftBody::Normal { now, writes } => {
+            let _ = write!(out, ",\"now\":{now},\"writes\":");
+            out.extend_from_slice(writes.get().as_bytes());
+        }
+        RaftBody::Blank => out.extend_from_slice(b",\"writes\":[]"),
+        RaftBody::Membership(m) => {
+            out.extend_from_slice(b",\"membership\":");
+            out.extend_from_slice(m.get().as_bytes());
+            out.extend_from_slice(b",\"writes\":[]");
+        }
+    }
+    seal(out, start)
+}
+
+/// Appends the checksum tail and the newline to the record begun at `start`; returns the
+/// record's length.
+fn seal(out: &mut Vec<u8>, start: usize) -> usize {
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(CRC_PREFIX);
+    let _ = write!(out, "{crc:08x}\"}}");
+    out.push(b'\n');
+    out.len() - start
+}
+
+/// Appends the JSON array of `writes` as a record holds it (a cluster proposal carries the
+/// same array, so the Raft record of its entry copies it as it stands).
+pub fn encode_writes(out: &mut Vec<u8>, writes: &[Logged]) {
+    out.push(b'[');
     for (i, w) in writes.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -146,11 +260,6 @@ pub fn encode(out: &mut Vec<u8>, index: u64, seq: u64, now: u64, writes: &[Logge
         }
     }
     out.push(b']');
-    let crc = crc32c::crc32c(&out[start..]);
-    out.extend_from_slice(CRC_PREFIX);
-    let _ = write!(out, "{crc:08x}\"}}");
-    out.push(b'\n');
-    out.len() - start
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -206,8 +315,16 @@ fn verified(line: &[u8]) -> Result<&[u8], RecordError> {
 #[serde(deny_unknown_fields)]
 struct RawRecord<'a> {
     index: u64,
-    seq: u64,
-    now: u64,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    term: Option<u64>,
+    #[serde(default)]
+    leader: Option<u64>,
+    #[serde(default)]
+    now: Option<u64>,
+    #[serde(borrow, default)]
+    membership: Option<&'a RawValue>,
     #[serde(borrow)]
     writes: Vec<RawWrite<'a>>,
 }
@@ -330,14 +447,67 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
     doc.push(b'}');
     let raw: RawRecord<'_> = serde_json::from_slice(&doc)?;
     let invalid = |s: &str| Err(RecordError::Invalid(s.into()));
-    if raw.index == 0 {
-        return invalid("index 0 (the first record is 1)");
-    }
-    if raw.writes.is_empty() {
-        return invalid("no writes");
-    }
-    let mut writes = Vec::with_capacity(raw.writes.len());
-    for w in raw.writes {
+    let (seq, now, raft) = match (raw.seq, raw.term, raw.leader) {
+        (Some(seq), None, None) => {
+            // A standalone record: one drained batch that changed something.
+            if raw.index == 0 {
+                return invalid("index 0 (the first record is 1)");
+            }
+            if raw.membership.is_some() {
+                return invalid("a membership in a record with a seq");
+            }
+            let Some(now) = raw.now else {
+                return invalid("a record without now");
+            };
+            if raw.writes.is_empty() {
+                return invalid("no writes");
+            }
+            (seq, now, None)
+        }
+        (None, Some(term), Some(leader)) => {
+            let payload = match (raw.membership, raw.now) {
+                (Some(_), Some(_)) => return invalid("a membership with now"),
+                (Some(m), None) if raw.writes.is_empty() => RaftPayload::Membership(m.to_owned()),
+                (Some(_), None) => return invalid("a membership with writes"),
+                (None, Some(_)) => RaftPayload::Normal,
+                (None, None) if raw.writes.is_empty() => RaftPayload::Blank,
+                (None, None) => return invalid("writes without now"),
+            };
+            let now = raw.now.unwrap_or(0);
+            (
+                0,
+                now,
+                Some(RaftPart {
+                    term,
+                    leader,
+                    payload,
+                }),
+            )
+        }
+        (Some(_), _, _) => return invalid("a seq together with a term or leader"),
+        (None, _, _) => return invalid("neither a seq nor a term and leader"),
+    };
+    Ok(Record {
+        index: raw.index,
+        seq,
+        now,
+        writes: writes(raw.writes)?,
+        raft,
+    })
+}
+
+/// Decodes a JSON array of writes as [`encode_writes`] makes it (a cluster proposal's), with
+/// every check [`decode`] makes of a record's writes.
+pub fn decode_writes(array: &[u8]) -> Result<Vec<Write>, RecordError> {
+    let raw: Vec<RawWrite<'_>> = serde_json::from_slice(array)?;
+    writes(raw)
+}
+
+/// The writes of a record, each checked: its shape, its keys, its values, its conditions.
+fn writes(raw: Vec<RawWrite<'_>>) -> Result<Vec<Write>, RecordError> {
+    let invalid = |s: &str| Err(RecordError::Invalid(s.into()));
+    let mut writes = Vec::with_capacity(raw.len());
+    for w in raw {
         let cond = Conditions {
             if_match: tags(w.if_match)?,
             if_none_match: tags(w.if_none_match)?,
@@ -390,12 +560,7 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
         };
         writes.push(write);
     }
-    Ok(Record {
-        index: raw.index,
-        seq: raw.seq,
-        now: raw.now,
-        writes,
-    })
+    Ok(writes)
 }
 
 #[cfg(test)]
@@ -593,5 +758,105 @@ mod tests {
                 }
             }
         }
+    }
+    fn sealed(body: &str) -> String {
+        format!(
+            "{body},\"crc32c\":\"{:08x}\"}}",
+            crc32c::crc32c(body.as_bytes())
+        )
+    }
+
+    #[test]
+    fn raft_records_round_trip_and_keep_the_standalone_checksum_rule() {
+        let mut writes = Vec::new();
+        encode_writes(&mut writes, &logged());
+        let writes = RawValue::from_string(String::from_utf8(writes).unwrap()).unwrap();
+        let membership =
+            RawValue::from_string(r#"{"configs":[[1]],"nodes":{"1":{}}}"#.into()).unwrap();
+        let mut out = Vec::new();
+        let bodies = [
+            RaftBody::Membership(&membership),
+            RaftBody::Normal {
+                now: 1_000,
+                writes: &writes,
+            },
+            RaftBody::Blank,
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            encode_raft(&mut out, i as u64, 3, 2, body);
+        }
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        for line in &lines {
+            // What `jq -c .` reads: plain JSON, the checksum as in a standalone record.
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(
+                (v["term"].as_u64(), v["leader"].as_u64()),
+                (Some(3), Some(2))
+            );
+            assert!(v.get("seq").is_none());
+        }
+        let rec = decode(lines[0]).unwrap();
+        assert_eq!(
+            (rec.index, rec.seq, rec.now, rec.writes.len()),
+            (0, 0, 0, 0)
+        );
+        match rec.raft.unwrap().payload {
+            RaftPayload::Membership(m) => assert_eq!(m.get(), membership.get()),
+            other => panic!("{other:?}"),
+        }
+        let rec = decode(lines[1]).unwrap();
+        assert_eq!((rec.index, rec.now, rec.writes.len()), (1, 1_000, 5));
+        assert!(matches!(rec.raft.unwrap().payload, RaftPayload::Normal));
+        // The same writes as the standalone record of the same batch.
+        let standalone = decode(&line()).unwrap();
+        assert_eq!(
+            format!("{:?}", rec.writes),
+            format!("{:?}", standalone.writes)
+        );
+        assert_eq!(
+            format!("{:?}", decode_writes(writes.get().as_bytes()).unwrap()),
+            format!("{:?}", standalone.writes)
+        );
+        let rec = decode(lines[2]).unwrap();
+        let raft = rec.raft.unwrap();
+        assert!(matches!(raft.payload, RaftPayload::Blank));
+        assert_eq!((raft.term, raft.leader, rec.index), (3, 2, 2));
+        for line in &lines {
+            for cut in 0..line.len() {
+                assert!(decode(&line[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_mixture_of_standalone_and_raft_fields_is_refused() {
+        for body in [
+            // A seq together with a term or a leader.
+            r#"{"index":1,"seq":1,"term":1,"leader":1,"now":0,"writes":[{"delete":"a"}]"#,
+            r#"{"index":1,"seq":1,"term":1,"now":0,"writes":[{"delete":"a"}]"#,
+            // A term without a leader, or neither.
+            r#"{"index":1,"term":1,"now":0,"writes":[]"#,
+            r#"{"index":1,"now":0,"writes":[{"delete":"a"}]"#,
+            // A membership with writes, with now, or in a standalone record.
+            r#"{"index":1,"term":1,"leader":1,"membership":{},"writes":[{"delete":"a"}]"#,
+            r#"{"index":1,"term":1,"leader":1,"now":0,"membership":{},"writes":[]"#,
+            r#"{"index":1,"seq":1,"now":0,"membership":{},"writes":[{"delete":"a"}]"#,
+            // Writes without now (neither normal nor blank).
+            r#"{"index":1,"term":1,"leader":1,"writes":[{"delete":"a"}]"#,
+            // A Raft record's writes are checked as a standalone record's.
+            r#"{"index":1,"term":1,"leader":1,"now":0,"writes":[{"delete":""}]"#,
+            r#"{"index":1,"term":1,"leader":1,"now":0,"writes":[{"put":"a","value":[1, 2]}]"#,
+            // A standalone record still needs now, and index 0 stays a Raft index only.
+            r#"{"index":1,"seq":1,"writes":[{"delete":"a"}]"#,
+            r#"{"index":0,"seq":1,"now":0,"writes":[{"delete":"a"}]"#,
+        ] {
+            assert!(decode(sealed(body).as_bytes()).is_err(), "{body}");
+        }
+        assert!(decode_writes(br#"[{"delete":"a","if_match":"x"}]"#).is_err());
+        assert!(decode_writes(br#"{"delete":"a"}"#).is_err());
     }
 }

@@ -10,6 +10,9 @@
 //! or never flushed. Any other bad line, a gap, or an unreadable file is damage, reported with
 //! the file and byte offset. The scan reads on past damage, checking each later segment on its
 //! own, so that `inspect` can list every segment and say which one is bad.
+//!
+//! A log holds standalone records or Raft records (a cluster node's, see `record.rs`), never
+//! both: the first valid record says which, and a record of the other kind is damage.
 
 use std::fs;
 use std::io::Read;
@@ -29,8 +32,11 @@ pub struct SegmentReport {
     pub first_index: u64,
     /// The last valid record's index, if it holds any.
     pub last_index: Option<u64>,
-    /// The seq after its first and last valid records.
+    /// The seq after its first and last valid records (`None` for Raft records, which carry
+    /// no seq).
     pub seqs: Option<(u64, u64)>,
+    /// Whether its records are Raft records.
+    pub raft: bool,
     /// Why it is damaged, if it is.
     pub error: Option<String>,
 }
@@ -100,23 +106,26 @@ pub struct LogReport {
     pub torn: Option<Torn>,
     /// The first damage found; recovery refuses when there is one.
     pub damage: Option<Damage>,
-    /// The last valid record's index and seq.
+    /// The last valid record's index and seq (0 in a Raft log, whose records carry no seq).
     pub last: Option<(u64, u64)>,
-    /// Bytes of the valid records after `after` (what replay reads).
+    /// Bytes of the valid records from `from` on (what replay reads).
     pub bytes_after: u64,
+    /// Whether the log holds Raft records (a cluster node's log).
+    pub raft: bool,
     /// The first index the log holds (the first segment's name).
     pub first_index: Option<u64>,
 }
 
 /// Reads every segment in `dir` (a missing folder is an empty log), handing each valid record
-/// whose index is above `after` to `visit`, in order, with the length of its line.
+/// whose index is `from` or above to `visit`, in order, with the length of its line. (A bound
+/// from below, not "after": a Raft log starts at index 0.)
 ///
 /// Nothing after the first damage is visited, and `last` and `bytes_after` stop there; the
 /// segments after it are still read, each checked on its own from the index of its name, so
 /// that the report lists every segment and says which ones are sound.
 pub fn scan(
     dir: &Path,
-    after: u64,
+    from: u64,
     mut visit: impl FnMut(Record, u64) -> Result<(), String>,
 ) -> LogReport {
     let mut report = LogReport::default();
@@ -138,6 +147,8 @@ pub fn scan(
     let count = firsts.len();
     // One buffer for every segment: a fresh one each time would fault in every page again.
     let mut bytes = Vec::new();
+    // Whether the log's records are Raft records, once the first valid one has said.
+    let mut kind: Option<bool> = None;
     for (n, first) in firsts.into_iter().enumerate() {
         let last_segment = n + 1 == count;
         let path = dir.join(segment_name(first));
@@ -147,6 +158,7 @@ pub fn scan(
             first_index: first,
             last_index: None,
             seqs: None,
+            raft: false,
             error: None,
         };
         if let Some(e) = expected.filter(|&e| e != first) {
@@ -219,15 +231,35 @@ pub fn scan(
                 sound = false;
                 break;
             }
+            let raft = rec.raft.is_some();
+            if *kind.get_or_insert(raft) != raft {
+                let reason = if raft {
+                    "a Raft record in a log of standalone records"
+                } else {
+                    "a standalone record in a log of Raft records"
+                };
+                let d = Damage::Record {
+                    path: path.clone(),
+                    offset: offset as u64,
+                    reason: reason.into(),
+                };
+                found(&mut report, &mut seg, d);
+                sound = false;
+                break;
+            }
             let (index, seq) = (rec.index, rec.seq);
             seg.last_index = Some(index);
-            seg.seqs = Some(match seg.seqs {
-                Some((s, _)) => (s, seq),
-                None => (seq, seq),
-            });
+            seg.raft = raft;
+            if !raft {
+                seg.seqs = Some(match seg.seqs {
+                    Some((s, _)) => (s, seq),
+                    None => (seq, seq),
+                });
+            }
             if live {
                 report.last = Some((index, seq));
-                if index > after {
+                report.raft = raft;
+                if index >= from {
                     report.bytes_after += len as u64;
                     if let Err(reason) = visit(rec, len as u64) {
                         let d = Damage::Record {

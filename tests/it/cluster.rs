@@ -524,7 +524,7 @@ fn change(w: &mut SseStream) -> (Option<String>, Value) {
 /// way, so its watch streams end with `reset`; then it holds every write.
 #[test]
 fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
-    let c = Cluster::start_with(3, &["--raft-snapshot-entries", "20"]);
+    let mut c = Cluster::start_with(3, &["--raft-snapshot-entries", "20"]);
     let all = c.ids();
     let leader = c.wait_leader(&all);
     let lagging = *all.iter().find(|&&i| i != leader).expect("a follower");
@@ -559,6 +559,39 @@ fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
         .as_object()
         .unwrap_or_else(|| panic!("the image records the membership: {raft}"));
     assert_eq!(members.len(), 3, "{raft}");
+    // The leader purged entries the snapshot holds: whole segments went, the point it reached
+    // is kept, and every node's log still reads as sound. The follower, killed and restarted,
+    // starts from the image and the purge point it kept, and catches up.
+    let raft_of = |node: &Node| -> Value {
+        let id = node.id;
+        let dir = node.dir.path().to_str().expect("UTF-8").to_string();
+        let (code, out, err) = crate::util::inspect(&["--json", &dir]);
+        assert_eq!(code, 0, "inspect on node {id}: {err}\n{out}");
+        let doc: Value = serde_json::from_str(&out).expect("inspect --json");
+        for s in doc["log"].as_array().expect("log") {
+            assert_eq!(s["valid"], true, "node {id}: {s}");
+        }
+        doc["raft"]["log"].clone()
+    };
+    let on_leader = raft_of(c.node(leader));
+    assert!(num(&on_leader, "purged_through") > 0, "{on_leader}");
+    c.node_mut(lagging).kill();
+    let r = c.write(&rest, "PUT", "/kv/lag/after-restart", Some(b"v"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    c.node_mut(lagging).restart();
+    c.wait_converged(&all);
+    assert_eq!(c.wait_same_listing(&all, "lag/").len(), 101);
+    let lagged = raft_of(c.node(lagging));
+    assert!(lagged["error"].is_null(), "{lagged}");
+    assert!(
+        c.node(lagging)
+            .dir
+            .path()
+            .join("raft")
+            .join("purged.json")
+            .exists(),
+        "the follower's log starts after the image it received: {lagged}"
+    );
 }
 
 /// What a key should hold: its value and version, or absent.
@@ -1043,6 +1076,116 @@ fn leader_killed_under_load_loses_no_answered_write() {
     kill_under_load(&mut c, "lead", true);
     // And a follower, on the same cluster.
     kill_under_load(&mut c, "foll", false);
+    // Each node's Raft log is its `data/log`, killed twice or not, and `inspect` reads it.
+    for &id in &c.ids() {
+        raft_log_files(c.node(id), &["lead-", "foll-"]);
+    }
+    // A node's data dir started without cluster mode is refused, and left as it was: the node
+    // then restarts in cluster mode and catches up.
+    let all = c.ids();
+    let leader = c.wait_leader(&all);
+    let victim = *all.iter().find(|&&i| i != leader).expect("a follower");
+    c.node_mut(victim).kill();
+    let dir = c.node(victim).dir.path().to_path_buf();
+    match Server::try_start(&dir, &[]) {
+        Ok(_) => panic!("a standalone start on node {victim}'s data dir was accepted"),
+        Err((_, err)) => assert!(
+            err.contains("this data dir holds a cluster node's Raft log")
+                && err.contains("start it with --node-id and --raft-addr"),
+            "{err}"
+        ),
+    }
+    let r = c.write(&[leader], "PUT", "/kv/after-refusal", Some(b"v"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    c.node_mut(victim).restart();
+    c.wait_converged(&all);
+    raft_log_files(c.node(victim), &["lead-", "foll-", "after-refusal"]);
+}
+
+/// Checks that `node`'s Raft log is in `data/log/` as Raft records: every complete line is a
+/// JSON object with `index`, `term`, `leader` and `crc32c` and no `seq`, indexes run on with
+/// no gap from the index each segment is named by, and the writes hold keys starting with
+/// each of `prefixes`. Then `twinkv inspect --json` on its data dir exits 0 and lists every
+/// segment as valid Raft records.
+fn raft_log_files(node: &Node, prefixes: &[&str]) {
+    let log = node.dir.path().join("log");
+    let mut names: Vec<String> = std::fs::read_dir(&log)
+        .expect("data/log")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    assert!(
+        !names.is_empty(),
+        "node {}: no segments in {log:?}",
+        node.id
+    );
+    let mut keys = BTreeSet::new();
+    let mut next: Option<u64> = None;
+    for name in &names {
+        let first: u64 = name
+            .trim_end_matches(".jsonl")
+            .parse()
+            .expect("a segment name");
+        if let Some(n) = next {
+            assert_eq!(first, n, "node {}: segment {name} leaves a gap", node.id);
+        }
+        let text = std::fs::read_to_string(log.join(name)).expect("a segment");
+        let mut expected = first;
+        // A node that runs may be writing its last line: only complete lines are read.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("node {}: {name}: {e}: {line}", node.id));
+            assert_eq!(
+                num(&v, "index"),
+                expected,
+                "node {}: {name}: {line}",
+                node.id
+            );
+            for field in ["term", "leader"] {
+                num(&v, field);
+            }
+            assert!(v["crc32c"].is_string(), "{line}");
+            assert!(v.get("seq").is_none(), "a Raft record has no seq: {line}");
+            for w in v["writes"].as_array().expect("writes") {
+                if let Some(k) = w["put"].as_str() {
+                    keys.insert(k.to_string());
+                }
+                if let Some(puts) = w["batch"]["put"].as_object() {
+                    keys.extend(puts.keys().cloned());
+                }
+            }
+            expected += 1;
+        }
+        next = Some(expected);
+    }
+    for p in prefixes {
+        assert!(
+            keys.iter().any(|k| k.starts_with(p)),
+            "node {}: no write of a key starting {p:?} in its log",
+            node.id
+        );
+    }
+    let dir = node.dir.path().to_str().expect("UTF-8");
+    let (code, out, err) = crate::util::inspect(&["--json", dir]);
+    assert_eq!(code, 0, "inspect on node {}: {err}\n{out}", node.id);
+    let doc: Value = serde_json::from_str(&out).expect("inspect --json");
+    let segments = doc["log"].as_array().expect("log");
+    assert_eq!(segments.len(), names.len(), "{out}");
+    for s in segments {
+        assert_eq!(s["valid"], true, "node {}: {s}", node.id);
+        assert_eq!(s["raft"], true, "node {}: {s}", node.id);
+        assert!(s["first_seq"].is_null(), "{s}");
+    }
+    let raft = &doc["raft"]["log"];
+    assert!(num(raft, "entries") > 0, "{raft}");
+    assert!(raft["error"].is_null(), "{raft}");
+    assert!(num(&doc, "log_raft_records") > 0, "{out}");
 }
 
 // ---------------------------------------------------------------------------------------------
