@@ -2,8 +2,10 @@
 //!
 //! `/raft/append`, `/raft/vote` and `/raft/snapshot` carry openraft's own messages;
 //! `/raft/read-index` asks the leader for the index a linearizable read on a follower must wait
-//! for. Each carries the API's bearer token when one is set. The client is blocking (`ureq`)
-//! and runs on the Raft runtime's blocking pool: openraft's network futures must be `Send`,
+//! for. Each carries the API's bearer token when one is set. The client (`reqwest`) is async
+//! and runs on the Raft runtime, where openraft's replication tasks call it: a call costs no
+//! hand-over to another thread (a blocking client on the blocking pool cost two per call, the
+//! largest part of a leader's Raft CPU under load), and openraft's futures must be `Send`,
 //! which actix's client is not.
 
 use std::future::Future;
@@ -71,7 +73,7 @@ pub fn partitioned(switch: Option<&std::path::Path>) -> bool {
 /// Makes a client per peer.
 #[derive(Debug, Clone)]
 pub struct Network {
-    agent: ureq::Agent,
+    client: reqwest::Client,
     token: Option<Arc<str>>,
     switch: Option<Arc<std::path::Path>>,
 }
@@ -80,20 +82,24 @@ impl Network {
     /// A network whose calls carry `token` (the API's bearer token) when set; `switch` is the
     /// path of the [`PARTITION_FILE`].
     pub fn new(token: Option<Arc<str>>, switch: Option<Arc<std::path::Path>>) -> Network {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            // Heartbeats, appends and read-index calls to one peer overlap: keep a connection
+            // for each instead of reconnecting.
+            .pool_max_idle_per_host(8)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .expect("an HTTP client without TLS builds");
         Network {
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_millis(500))
-                // Heartbeats, appends and read-index calls to one peer overlap: keep a
-                // connection for each instead of reconnecting (ureq keeps 1 by default).
-                .max_idle_connections_per_host(8)
-                .build(),
+            client,
             token,
             switch,
         }
     }
 
-    /// POSTs `body` to `http://{addr}{path}` and decodes the JSON answer; runs the blocking
-    /// call on the runtime's blocking pool.
+    /// POSTs `body` to `http://{addr}{path}` and decodes the JSON answer. Call it on the Raft
+    /// runtime (the client's connections live there).
     pub async fn call<T: DeserializeOwned + Send + 'static>(
         &self,
         addr: &str,
@@ -105,27 +111,24 @@ impl Network {
             return Err(CallError::Unreachable("partitioned (test switch)".into()));
         }
         let url = format!("http://{addr}{path}");
-        let agent = self.agent.clone();
-        let token = self.token.clone();
-        let run = move || -> Result<T, CallError> {
-            let mut req = agent
-                .post(&url)
-                .timeout(timeout)
-                .set("content-type", "application/json");
-            if let Some(t) = &token {
-                req = req.set("authorization", &format!("Bearer {t}"));
-            }
-            let res = req
-                .send_bytes(&body)
-                .map_err(|e| CallError::Unreachable(e.to_string()))?;
-            let text = res
-                .into_string()
-                .map_err(|e| CallError::Unreachable(e.to_string()))?;
-            serde_json::from_str(&text).map_err(|e| CallError::Malformed(e.to_string()))
-        };
-        tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|e| CallError::Unreachable(e.to_string()))?
+        let unreachable = |e: reqwest::Error| CallError::Unreachable(e.to_string());
+        let mut req = self
+            .client
+            .post(url)
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.map_err(unreachable)?;
+        let status = res.status();
+        if !status.is_success() {
+            // Not one of openraft's answers (a 401, a peer cut off by the test switch).
+            return Err(CallError::Unreachable(format!("status {status}")));
+        }
+        let bytes = res.bytes().await.map_err(unreachable)?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::Malformed(e.to_string()))
     }
 }
 
