@@ -571,9 +571,9 @@ fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
         for s in doc["log"].as_array().expect("log") {
             assert_eq!(s["valid"], true, "node {id}: {s}");
         }
-        doc["raft"]["log"].clone()
+        doc["raft"].clone()
     };
-    let on_leader = raft_of(c.node(leader));
+    let on_leader = raft_of(c.node(leader))["log"].clone();
     assert!(num(&on_leader, "purged_through") > 0, "{on_leader}");
     c.node_mut(lagging).kill();
     let r = c.write(&rest, "PUT", "/kv/lag/after-restart", Some(b"v"));
@@ -581,8 +581,23 @@ fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
     c.node_mut(lagging).restart();
     c.wait_converged(&all);
     assert_eq!(c.wait_same_listing(&all, "lag/").len(), 101);
-    let lagged = raft_of(c.node(lagging));
+    let raft = raft_of(c.node(lagging));
+    let lagged = &raft["log"];
     assert!(lagged["error"].is_null(), "{lagged}");
+    // inspect names the slot image a start loads as the Raft snapshot, with its Raft state.
+    let snapshot = &raft["snapshot"];
+    assert!(
+        snapshot["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("snapshot-a.json") || p.ends_with("snapshot-b.json")),
+        "{snapshot}"
+    );
+    assert!(num(snapshot, "last_log_index") >= 20, "{snapshot}");
+    assert_eq!(
+        snapshot["members"].as_array().map(Vec::len),
+        Some(3),
+        "{snapshot}"
+    );
     assert!(
         c.node(lagging)
             .dir
