@@ -772,18 +772,22 @@ async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Engine, Settings as EngineSettings};
-    use crate::store::{Durability, Write};
+    use crate::snapshot::{Policy, Priority, Snapshotter, Start};
+    use crate::store::{Downstream, Durability, Faults, Initial, Store};
 
     struct Builder;
 
-    /// What one built store keeps alive: its dir and the engine (writer, snapshot thread).
-    struct Kept(#[allow(dead_code)] tempfile::TempDir, Option<Engine>);
+    /// What one built store keeps alive: its dir, the writer and the snapshot thread.
+    struct Kept(
+        #[allow(dead_code)] tempfile::TempDir,
+        Option<(Store, Snapshotter)>,
+    );
 
     impl Drop for Kept {
         fn drop(&mut self) {
-            if let Some(e) = self.1.take() {
-                let _ = e.close();
+            if let Some((store, snapshotter)) = self.1.take() {
+                store.shutdown();
+                let _ = snapshotter.join();
             }
         }
     }
@@ -796,27 +800,38 @@ mod tests {
         ) -> Result<(Kept, LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>>
         {
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut seed = None;
             // Small segments, so the suite's appends, truncates and purges cross them.
-            let mut open = |d: &Path, tag: Option<&str>| {
-                let (proposer, rest) = open(d, false, 512, tag)?;
-                seed = Some(rest);
-                Ok(proposer)
+            let (proposer, seed) = open(dir.path(), false, 512, None).expect("open the Raft log");
+            // A real snapshot thread: the suite's snapshots are its slot images.
+            let faults = Faults::default();
+            let policy = Policy {
+                checkpoint_log_bytes: u64::MAX,
+                compact: Box::new(|_| Ok(0)),
+                priority: Priority::Normal,
             };
-            // The real engine: the suite's snapshots are the snapshot thread's slot images.
-            let engine = Engine::open_with(
-                dir.path(),
-                &EngineSettings::new(Durability::Async),
-                Some(&mut open),
-            )
-            .expect("open the engine");
-            let seed = seed.expect("the cluster open ran");
+            let start = Start {
+                image: None,
+                at: Default::default(),
+                log_bytes: 0,
+            };
+            let entries = crate::store::Entries::new();
+            let (feed, snapshotter) =
+                Snapshotter::start(dir.path(), &entries, start, policy, &faults)
+                    .expect("start the snapshot thread");
+            let downstream = Downstream {
+                sinks: vec![Box::new(feed)],
+                faults,
+                proposer: Some(proposer),
+                ..Downstream::default()
+            };
+            let store = Store::start(Initial::default(), Durability::Async, downstream)
+                .expect("start the writer");
             let images = Images {
-                status: engine.snapshot_status(),
-                marks: engine.snapshot_marks(),
+                status: std::sync::Arc::clone(&snapshotter.status),
+                marks: snapshotter.marks.clone(),
             };
-            let sm = state_machine::StateMachine::new(engine.store.handle(), images, seed.state);
-            Ok((Kept(dir, Some(engine)), seed.log, sm))
+            let sm = state_machine::StateMachine::new(store.handle(), images, seed.state);
+            Ok((Kept(dir, Some((store, snapshotter))), seed.log, sm))
         }
     }
 
