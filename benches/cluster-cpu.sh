@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# cluster-cpu.sh: where a cluster write's CPU goes. Three nodes (sync, one worker each) and wrk
+# on the machine's cores unpinned, as in benches/cluster.sh; 10 000 keys preloaded, then one
+# `sync` PUT run with 64 connections to the leader. Prints wrk's figures, each node thread's CPU
+# ticks (1/100 s, user + sys) during the run, and the leader's commit index and seq (writes per
+# Raft entry). With PERF=1, also records the leader with `perf record --call-graph dwarf` for
+# 3 s into perf.data.
+#   BIN=target/release/twinkv DURATION=8s bash benches/cluster-cpu.sh
+# Only ever targets 127.0.0.1.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bin=${BIN:-$(dirname "$here")/target/release/twinkv}
+DURATION=${DURATION:-8s}
+N=10000
+HOST=127.0.0.1
+work=$(mktemp -d "${TMPDIR:-/tmp}/twinkv-cluster-cpu.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+node() { # I ADDR RAFT
+  "$bin" serve --addr "$2" --data-dir "$work/n$1" --durability sync --workers 1 \
+    --node-id "$1" --raft-addr "$3" >"$work/out$1" 2>"$work/err$1" &
+  pids+=($!)
+  echo $! >"$work/pid$1"
+  for _ in $(seq 1 100); do grep -q '^listening on' "$work/out$1" && return 0; sleep 0.05; done
+  echo "node $1 did not start: $(cat "$work/err$1")" >&2; exit 1
+}
+declare -A addr raft
+for i in 1 2 3; do
+  addr[$i]=$HOST:$(free_port); raft[$i]=$HOST:$(free_port)
+  node "$i" "${addr[$i]}" "${raft[$i]}"
+done
+curl -sf -X POST "http://${addr[1]}/cluster/init" >/dev/null
+for i in 2 3; do
+  curl -sf -X POST "http://${addr[1]}/cluster/nodes" \
+    -d "{\"id\":$i,\"addr\":\"${addr[$i]}\",\"raft_addr\":\"${raft[$i]}\"}" >/dev/null
+done
+python3 - "http://${addr[1]}" "$N" <<'PY'
+import http.client, sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+for start in range(0, n, 1000):
+    items = ['"k%012d":"%s"' % (i, "v" * 98) for i in range(start, min(n, start + 1000))]
+    c.request("POST", "/kv", ('{"put":{' + ",".join(items) + "}}").encode())
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+ticks() { # one line per thread: node, thread name, tid, user + sys ticks
+  for i in 1 2 3; do
+    for t in /proc/"$(cat "$work/pid$i")"/task/*; do
+      echo "n$i $(tr ' ' _ <"$t/comm") $(basename "$t") $(awk '{print $14+$15}' "$t/stat")"
+    done
+  done | sort -k3,3
+}
+ticks >"$work/before"
+if [ -n "${PERF:-}" ]; then
+  perf record -F 499 --call-graph dwarf,16384 -o perf.data -p "$(cat "$work/pid1")" -- sleep 3 \
+    >/dev/null 2>&1 &
+  perf_pid=$!
+fi
+wrk -t1 -c64 -d"$DURATION" --timeout 10s -s "$here/kv.lua" "http://${addr[1]}" -- n="$N" \
+  mode=write prefix=/kv/ | grep -E "Latency|Requests/sec"
+[ -z "${PERF:-}" ] || wait "$perf_pid"
+ticks >"$work/after"
+join -j3 "$work/before" "$work/after" |
+  awk '{ d = $7 - $4; if (d > 2) print $2, $3, d }' | sort -k1,1 -k3,3nr
+curl -s "http://${addr[1]}/cluster" |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print("commit_index", d["commit_index"], "seq", d["seq"])'
