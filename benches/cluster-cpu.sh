@@ -21,15 +21,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-node() { # I ADDR RAFT
-  "$bin" serve --addr "$2" --data-dir "$work/n$1" --durability sync --workers 1 \
-    --node-id "$1" --raft-addr "$3" >"$work/out$1" 2>"$work/err$1" &
-  pids+=($!)
-  echo $! >"$work/pid$1"
-  for _ in $(seq 1 100); do grep -q '^listening on' "$work/out$1" && return 0; sleep 0.05; done
-  echo "node $1 did not start: $(cat "$work/err$1")" >&2; exit 1
-}
+. "$here/support/cluster.sh"
 declare -A addr raft
 for i in 1 2 3; do
   addr[$i]=$HOST:$(free_port); raft[$i]=$HOST:$(free_port)
@@ -40,16 +32,7 @@ for i in 2 3; do
   curl -sf -X POST "http://${addr[1]}/cluster/nodes" \
     -d "{\"id\":$i,\"addr\":\"${addr[$i]}\",\"raft_addr\":\"${raft[$i]}\"}" >/dev/null
 done
-python3 - "http://${addr[1]}" "$N" <<'PY'
-import http.client, sys, urllib.parse
-u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2])
-c = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
-for start in range(0, n, 1000):
-    items = ['"k%012d":"%s"' % (i, "v" * 98) for i in range(start, min(n, start + 1000))]
-    c.request("POST", "/kv", ('{"put":{' + ",".join(items) + "}}").encode())
-    r = c.getresponse(); r.read()
-    assert r.status == 200, r.status
-PY
+preload "http://${addr[1]}"
 ticks() { # one line per thread: node, thread name, tid, user + sys ticks
   for i in 1 2 3; do
     for t in /proc/"$(cat "$work/pid$i")"/task/*; do
