@@ -13,25 +13,8 @@ bin=${BIN:-$(dirname "$here")/target/release/twinkv}
 DURATION=${DURATION:-8s}
 N=10000
 HOST=127.0.0.1
-work=$(mktemp -d "${TMPDIR:-/tmp}/twinkv-cluster-cpu.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 . "$here/support/cluster.sh"
-declare -A addr raft
-for i in 1 2 3; do
-  addr[$i]=$HOST:$(free_port); raft[$i]=$HOST:$(free_port)
-  node "$i" "${addr[$i]}" "${raft[$i]}"
-done
-curl -sf -X POST "http://${addr[1]}/cluster/init" >/dev/null
-for i in 2 3; do
-  curl -sf -X POST "http://${addr[1]}/cluster/nodes" \
-    -d "{\"id\":$i,\"addr\":\"${addr[$i]}\",\"raft_addr\":\"${raft[$i]}\"}" >/dev/null
-done
+start_cluster
 preload "http://${addr[1]}"
 ticks() { # one line per thread: node, thread name, tid, user + sys ticks
   for i in 1 2 3; do

@@ -30,14 +30,6 @@ command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 command -v etcd >/dev/null || { apt-get update && apt-get install -y etcd-server; }
 [ -n "${BIN:-}" ] || (cd "$root" && cargo build --release --quiet)
 bin="${BIN:-$root/target/release/twinkv}"
-work=$(mktemp -d "${TMPDIR:-/tmp}/twinkv-cluster.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 . "$here/support/cluster.sh"
 
@@ -74,23 +66,10 @@ want standalone && for rep in $(seq 1 "$REPEAT"); do
 done
 
 # --- twinkv, three nodes, sync
-start_cluster() {
-  rm -rf "$work"/n1 "$work"/n2 "$work"/n3
-  for i in 1 2 3; do
-    addr[$i]=$HOST:$(free_port); raft[$i]=$HOST:$(free_port)
-    node "$i" "${addr[$i]}" "${raft[$i]}"
-  done
-  curl -sf -X POST "http://${addr[1]}/cluster/init" >/dev/null
-  for i in 2 3; do
-    curl -sf -X POST "http://${addr[1]}/cluster/nodes" \
-      -d "{\"id\":$i,\"addr\":\"${addr[$i]}\",\"raft_addr\":\"${raft[$i]}\"}" >/dev/null
-  done
-}
 stop_cluster() {
   for i in 1 2 3; do kill -TERM "$(cat "$work/pid$i")" 2>/dev/null || true; done
   for i in 1 2 3; do wait "$(cat "$work/pid$i")" 2>/dev/null || true; done
 }
-declare -A addr raft
 want cluster && for rep in $(seq 1 "$REPEAT"); do
   start_cluster
   preload "http://${addr[1]}"

@@ -1,6 +1,15 @@
 # Shared by benches/cluster.sh and benches/cluster-cpu.sh: starting nodes and preloading keys.
-# Expects `bin` (the twinkv binary), `work` (a scratch dir), the array `pids` and `N` (keys).
-# Only ever targets 127.0.0.1.
+# Expects `bin` (the twinkv binary), `N` (keys) and `HOST`; makes the scratch dir `work`, and kills every
+# process in `pids` and removes `work` on exit. Only ever targets 127.0.0.1.
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/twinkv-cluster.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -29,3 +38,19 @@ for start in range(0, n, 1000):
 PY
 }
 
+
+# start_cluster: three nodes (API at ${addr[1..3]}, Raft at ${raft[1..3]}), node 1 initialized
+# with the other two added.
+declare -A addr raft
+start_cluster() {
+  rm -rf "$work"/n1 "$work"/n2 "$work"/n3
+  for i in 1 2 3; do
+    addr[$i]=$HOST:$(free_port); raft[$i]=$HOST:$(free_port)
+    node "$i" "${addr[$i]}" "${raft[$i]}"
+  done
+  curl -sf -X POST "http://${addr[1]}/cluster/init" >/dev/null
+  for i in 2 3; do
+    curl -sf -X POST "http://${addr[1]}/cluster/nodes" \
+      -d "{\"id\":$i,\"addr\":\"${addr[$i]}\",\"raft_addr\":\"${raft[$i]}\"}" >/dev/null
+  done
+}
