@@ -4,7 +4,7 @@
 # `sync` PUT run with 64 connections to the leader. Prints wrk's figures, each node thread's CPU
 # ticks (1/100 s, user + sys) during the run, and the leader's commit index and seq (writes per
 # Raft entry). With PERF=1, also records the leader with `perf record --call-graph dwarf` for
-# 3 s into perf.data.
+# 3 s into perf.data. CONNS=1 gives one write per entry: the CPU an entry costs.
 #   BIN=target/release/twinkv DURATION=8s bash benches/cluster-cpu.sh
 # Only ever targets 127.0.0.1.
 set -euo pipefail
@@ -29,7 +29,7 @@ if [ -n "${PERF:-}" ]; then
     >/dev/null 2>&1 &
   perf_pid=$!
 fi
-wrk -t1 -c64 -d"$DURATION" --timeout 10s -s "$here/kv.lua" "http://${addr[1]}" -- n="$N" \
+wrk -t1 -c"${CONNS:-64}" -d"$DURATION" --timeout 10s -s "$here/kv.lua" "http://${addr[1]}" -- n="$N" \
   mode=write prefix=/kv/ | grep -E "Latency|Requests/sec"
 [ -z "${PERF:-}" ] || wait "$perf_pid"
 ticks >"$work/after"
