@@ -151,6 +151,9 @@ pub struct Settings {
     pub token: Option<Arc<str>>,
     /// A Raft snapshot every this many entries.
     pub snapshot_entries: u64,
+    /// A Raft snapshot, too, once the log since the last one holds this many bytes and at
+    /// least as many as its image (`--checkpoint-log-bytes`, as standalone).
+    pub checkpoint_log_bytes: u64,
 }
 
 /// What opening the Raft dir leaves for [`Cluster::start`], once the store runs.
@@ -390,7 +393,7 @@ impl Cluster {
         let handle = rt.handle().clone();
         let switch: Arc<Path> = Arc::from(data_dir.join(DIR).join(network::PARTITION_FILE));
         let net = network::Network::new(settings.token.clone(), Some(Arc::clone(&switch)));
-        let sm = state_machine::StateMachine::new(store, images, seed.state);
+        let sm = state_machine::StateMachine::new(store, images.clone(), seed.state);
         let log = seed.log.clone();
         let config = Arc::new(
             config(settings.snapshot_entries)
@@ -432,6 +435,12 @@ impl Cluster {
             }
         });
         rt.spawn(propose(raft.clone(), seed.proposals));
+        rt.spawn(snapshot_by_size(
+            raft.clone(),
+            Arc::clone(&log.written),
+            images,
+            settings.checkpoint_log_bytes,
+        ));
         Ok(Arc::new(Cluster {
             id: settings.id,
             me: settings.me,
@@ -708,6 +717,38 @@ impl Drop for Cluster {
 
 /// Hands each batch to Raft in the order the writer drained them, then answers its replies
 /// once the entry is committed and applied (or refused).
+/// How often [`snapshot_by_size`] looks at the log's size.
+const SIZE_CHECK: Duration = Duration::from_millis(500);
+
+/// Asks openraft for a snapshot once the log since the last one holds `limit` bytes and at
+/// least as many as the newest image, as a standalone server checkpoints: openraft counts only
+/// entries, and one entry is a whole batch, so a count alone would let the log grow without a
+/// bound in bytes. Also reports those bytes as the log's bytes since the newest image
+/// (`/snapshot`, `/metrics`).
+async fn snapshot_by_size(raft: Raft, written: Arc<AtomicU64>, images: Images, limit: u64) {
+    let mut snapshot = raft.metrics().borrow().snapshot;
+    let mut mark = written.load(Ordering::Relaxed);
+    let mut asked = false;
+    loop {
+        tokio::time::sleep(SIZE_CHECK).await;
+        let now = raft.metrics().borrow().snapshot;
+        if now != snapshot {
+            // A snapshot was built or installed: the log before it is purged (less a margin).
+            snapshot = now;
+            mark = written.load(Ordering::Relaxed);
+            asked = false;
+        }
+        let since = written.load(Ordering::Relaxed).saturating_sub(mark);
+        images.log_bytes.store(since, Ordering::Relaxed);
+        if !asked && since >= limit && since >= images.status.load().bytes {
+            asked = true;
+            if raft.trigger().snapshot().await.is_err() {
+                return; // Raft has stopped.
+            }
+        }
+    }
+}
+
 async fn propose(raft: Raft, mut proposals: mpsc::UnboundedReceiver<Batch>) {
     while let Some(Batch {
         proposal,
@@ -829,6 +870,7 @@ mod tests {
             let images = Images {
                 status: std::sync::Arc::clone(&snapshotter.status),
                 marks: snapshotter.marks.clone(),
+                log_bytes: std::sync::Arc::clone(&snapshotter.log_bytes),
             };
             let sm = state_machine::StateMachine::new(store.handle(), images, seed.state);
             Ok((Kept(dir, Some((store, snapshotter))), seed.log, sm))

@@ -307,7 +307,13 @@ impl Engine {
         };
         let compactor = Compactor { dir: log_dir };
         let policy = Policy {
-            checkpoint_log_bytes: settings.checkpoint_log_bytes,
+            // In cluster mode openraft decides when an image is due (by entries, and by the
+            // log's bytes: `cluster::snapshot_by_size`), so that each image is one it knows of.
+            checkpoint_log_bytes: if clustered {
+                u64::MAX
+            } else {
+                settings.checkpoint_log_bytes
+            },
             // In cluster mode the positions are Raft indexes and the standalone log is unused.
             compact: if clustered {
                 Box::new(|_| Ok(0))

@@ -154,6 +154,7 @@ pub fn serve(
                 },
                 token: config.auth_token.as_deref().map(std::sync::Arc::from),
                 snapshot_entries: c.snapshot_entries,
+                checkpoint_log_bytes: config.checkpoint_log_bytes,
             };
             let cluster = crate::cluster::Cluster::start(
                 settings,
@@ -163,6 +164,7 @@ pub fn serve(
                 crate::cluster::Images {
                     status: engine.snapshot_status(),
                     marks: engine.snapshot_marks(),
+                    log_bytes: engine.log_bytes(),
                 },
             )
             .map_err(|e| ServeError::Cluster(e.to_string()))?;

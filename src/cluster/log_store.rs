@@ -101,6 +101,9 @@ pub struct LogStore {
     segment_bytes: u64,
     /// The highest index known committed (for `GET /cluster`).
     pub committed: Arc<AtomicU64>,
+    /// Bytes of records appended since the log was opened: what decides when a Raft
+    /// snapshot is due by size (see `Cluster::start`).
+    pub written: Arc<AtomicU64>,
 }
 
 fn io_err(e: io::Error) -> StorageError<NodeId> {
@@ -317,6 +320,7 @@ impl LogStore {
             flush,
             segment_bytes: segment_bytes.max(1),
             committed: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -336,6 +340,7 @@ impl LogStore {
     /// Appends `entries` in order, rolling segments as they fill; with `flush`, makes them
     /// durable before returning.
     fn write(&self, inner: &mut Inner, entries: &[Entry]) -> io::Result<()> {
+        let mut bytes = 0;
         for e in entries {
             let index = e.log_id.index;
             let end = inner.segments.last_key_value().map(|(&f, s)| s.next(f));
@@ -348,6 +353,7 @@ impl LogStore {
             }
             inner.place(index, self.segment_bytes)?;
             let n = encode(&mut inner.pending, e);
+            bytes += n;
             let seg = inner
                 .segments
                 .values_mut()
@@ -357,6 +363,7 @@ impl LogStore {
             seg.ends.push(end);
         }
         inner.write_pending()?;
+        self.written.fetch_add(bytes, Ordering::Relaxed);
         if self.flush {
             if let Some(tail) = &inner.tail {
                 tail.sync_data()?;

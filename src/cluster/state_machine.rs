@@ -75,6 +75,8 @@ pub struct Images {
     pub status: Arc<ArcSwap<SnapshotStatus>>,
     /// "Every write up to seq N is in an image" (what `POST /snapshot` waits on).
     pub marks: MarkWatch,
+    /// The log's bytes since the newest image, as `/snapshot` and `/metrics` report them.
+    pub log_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Images {

@@ -294,8 +294,13 @@ impl Worker {
                 self.next = 1 - idx;
                 self.retry_at = None;
                 self.image_bytes = len;
-                // Bytes absorbed while the image was written stay counted.
-                self.log_bytes.fetch_sub(since, Ordering::Relaxed);
+                // Bytes absorbed while the image was written stay counted. Saturating: a
+                // cluster node's counter is also set from outside (the Raft log's bytes).
+                let _ = self
+                    .log_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(since))
+                    });
                 self.status.store(Arc::new(SnapshotStatus {
                     seq: at.seq,
                     log_index: at.log_index,

@@ -609,6 +609,49 @@ fn a_lagging_follower_receives_the_image_and_its_watchers_are_reset() {
     );
 }
 
+/// openraft counts entries, and one entry is a whole batch: a node also takes a Raft snapshot
+/// once the log since the last one outgrows `--checkpoint-log-bytes` (and the image), as a
+/// standalone server checkpoints, and reports those bytes in `GET /snapshot`.
+#[test]
+fn a_raft_snapshot_is_also_due_by_the_log_s_size() {
+    let c = Cluster::start_with(3, &["--checkpoint-log-bytes", "20000"]);
+    let all = c.ids();
+    let leader = c.wait_leader(&all);
+    let value = "v".repeat(1000);
+    for i in 0..40 {
+        let r = c.write(
+            &all,
+            "PUT",
+            &format!("/kv/big/{i:02}"),
+            Some(value.as_bytes()),
+        );
+        assert_eq!(r.status, 201, "PUT big/{i:02}: {}", r.text());
+    }
+    // 40 entries, far from the 50 000 of --raft-snapshot-entries, but 40 KB of log.
+    let image = wait_for("a Raft snapshot by size on the leader", || {
+        let r = call(&c.admin, "GET", &c.node(leader).url("/snapshot"), &[], None)
+            .map_err(|e| e.to_string())?;
+        let doc = r.json();
+        match doc["file"].as_str() {
+            Some(f) if num(&doc, "snapshot_seq") >= 20 => Ok((f.to_string(), doc)),
+            _ => Err(format!("no image yet: {doc}")),
+        }
+    });
+    let (file, status) = image;
+    assert!(
+        num(&status, "log_bytes") < 20_000,
+        "the log's bytes count from the new image: {status}"
+    );
+    let text = std::fs::read_to_string(&file).expect("read the slot image");
+    let doc: Value = serde_json::from_str(&text).expect("the slot image is JSON as it stands");
+    assert!(
+        doc["raft"]["last_log_id"]["index"].as_u64().unwrap_or(0) >= 20,
+        "{}",
+        doc["raft"]
+    );
+    assert_eq!(doc["data"]["big/00"], json!(value));
+}
+
 /// What a key should hold: its value and version, or absent.
 type Model = BTreeMap<String, Option<(Value, u64)>>;
 
