@@ -145,6 +145,14 @@ pub fn claimed_seq(dir: &Path) -> Option<u64> {
     best
 }
 
+/// When an image was written, to rank two of one seq: a cluster node writes a new image without
+/// a new seq when only Raft's own entries moved its Raft state, and the later one holds more.
+/// Nanoseconds since the epoch (an unreadable time ranks first to go).
+fn written(at: &str) -> i128 {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map_or(i128::MIN, |t| t.unix_timestamp_nanos())
+}
+
 /// How much of each file to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
@@ -220,7 +228,9 @@ impl Scan {
             written_at: image.written_at.clone(),
             log_index: Some(image.log_index),
         };
-        if self.best.as_ref().is_none_or(|(_, b)| image.seq > b.seq) {
+        let newer =
+            |b: &Image| (image.seq, written(&image.written_at)) > (b.seq, written(&b.written_at));
+        if self.best.as_ref().is_none_or(|(_, b)| newer(b)) {
             self.best = Some((self.files.len(), image));
         }
         Ok(summary)
@@ -228,11 +238,16 @@ impl Scan {
 
     /// Decodes the files whose header checked out, highest seq first, until one decodes in full.
     fn decode_newest(&mut self) {
-        let mut ranked: Vec<(u64, usize)> = self
+        let mut ranked: Vec<((u64, i128), usize)> = self
             .files
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| f.result.as_ref().ok().map(|s| (s.seq, i)))
+            .filter_map(|(i, f)| {
+                f.result
+                    .as_ref()
+                    .ok()
+                    .map(|s| ((s.seq, written(&s.written_at)), i))
+            })
             .collect();
         ranked.sort_unstable_by(|a, b| b.cmp(a));
         for (_, i) in ranked {
@@ -367,6 +382,40 @@ mod tests {
         assert_eq!(recovered_seq(dir.path()).unwrap(), Some(9));
         let dir = setup(Some(image(12, &["x"])), Some(image(9, &["x", "y"])));
         assert_eq!(recovered_seq(dir.path()).unwrap(), Some(12));
+    }
+
+    /// A cluster image whose Raft state (`raft`, here its index) is `index`, written at `at`.
+    fn cluster_image(seq: u64, index: u64, at: &str) -> Vec<u8> {
+        let e: Entries = [Entry::new("x", seq, b"1")].into_iter().collect();
+        let mut out = Vec::new();
+        let raft = format!(r#"{{"index":{index}}}"#);
+        let pos = format::Position {
+            seq,
+            log_index: index,
+        };
+        format::encode_tagged(&mut out, pos, at, &e, Some(&raft)).unwrap();
+        out
+    }
+
+    #[test]
+    fn of_two_images_of_one_seq_the_later_written_wins() {
+        // Raft's own entries move a cluster node's state without a seq: the later image of
+        // the same seq holds more of the log, whichever slot it is in.
+        let (early, late) = ("2026-11-27T00:00:59Z", "2026-11-27T00:00:59.001Z");
+        for (a, b, want) in [
+            (cluster_image(3, 7, early), cluster_image(3, 9, late), 9),
+            (cluster_image(3, 9, late), cluster_image(3, 7, early), 9),
+        ] {
+            for depth in [Depth::Newest, Depth::Every] {
+                let dir = setup(Some(a.clone()), Some(b.clone()));
+                let got = Scan::dir(dir.path(), depth)
+                    .unwrap()
+                    .into_recovery()
+                    .unwrap()
+                    .map(|(_, _, i)| i.log_index);
+                assert_eq!(got, Some(want), "{depth:?}");
+            }
+        }
     }
 
     #[test]
