@@ -871,6 +871,7 @@ mod tests {
                 status: std::sync::Arc::clone(&snapshotter.status),
                 marks: snapshotter.marks.clone(),
                 log_bytes: std::sync::Arc::clone(&snapshotter.log_bytes),
+                durable: None,
             };
             let sm = state_machine::StateMachine::new(store.handle(), images, seed.state);
             Ok((Kept(dir, Some((store, snapshotter))), seed.log, sm))

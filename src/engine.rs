@@ -26,7 +26,9 @@ use crate::snapshot::recover::Depth;
 use crate::snapshot::{
     Policy, Priority, SnapshotError, SnapshotStatus, Snapshotter, Start as SnapshotStart,
 };
-use crate::store::{Downstream, Durability, Faults, Initial, MarkWatch, Store, WriteError};
+use crate::store::{
+    Downstream, Durability, Faults, Initial, MarkSender, MarkWatch, Store, WriteError,
+};
 use crate::watch::{self, Hub, HubThread};
 
 /// Name of the lock file in the data dir.
@@ -181,6 +183,8 @@ pub struct Engine {
     pub hub: Arc<Hub>,
     hub_thread: HubThread,
     log: LogHandle,
+    /// Cluster mode in `sync`: what moves `durable_seq` (see [`Engine::take_cluster_durable`]).
+    cluster_durable: Option<MarkSender>,
     snapshotter: Snapshotter,
     _lock: DirLock,
 }
@@ -292,8 +296,12 @@ impl Engine {
                 Durability::Sync => None,
             },
         };
+        let mut cluster_durable = None;
         let (log, log_handle) = if clustered {
-            (None, LogHandle::idle(rec.seq))
+            let (handle, durable) = LogHandle::idle(rec.seq);
+            // In `async` a node's Raft log is not flushed as it goes: nothing moves the mark.
+            cluster_durable = (settings.durability == Durability::Sync).then_some(durable);
+            (None, handle)
         } else {
             let (log, handle) = Log::open(
                 options,
@@ -372,9 +380,17 @@ impl Engine {
             hub,
             hub_thread,
             log: log_handle,
+            cluster_durable,
             snapshotter,
             _lock: lock,
         })
+    }
+
+    /// Cluster mode in `sync`: the sender of `durable_seq`, for the Raft state machine (a node
+    /// applies only entries its own log has flushed, so every seq it applies is durable).
+    /// `None` standalone, in `async`, or once taken.
+    pub(crate) fn take_cluster_durable(&mut self) -> Option<MarkSender> {
+        self.cluster_durable.take()
     }
 
     /// The snapshot thread's latest report.

@@ -165,14 +165,17 @@ pub struct LogHandle {
 impl LogHandle {
     /// The handle of a log this process does not write: a cluster node's `data/log` is
     /// openraft's log storage (`cluster/log_store.rs`), so the engine opens no [`Log`] there
-    /// (one would start a segment of its own beside the Raft ones). Durable stays at `seq`.
-    pub fn idle(seq: u64) -> LogHandle {
-        let (_, rx) = marks(seq);
-        LogHandle {
+    /// (one would start a segment of its own beside the Raft ones). Durable starts at `seq`;
+    /// the returned sender moves it (in `sync`, the cluster's state machine: a node applies only
+    /// entries its own log has flushed).
+    pub fn idle(seq: u64) -> (LogHandle, MarkSender) {
+        let (tx, rx) = marks(seq);
+        let handle = LogHandle {
             marks: rx,
             stats: Arc::default(),
             flusher: None,
-        }
+        };
+        (handle, tx)
     }
 
     /// Waits for the flusher, which ends once the [`Log`] is dropped (after a last flush).

@@ -109,7 +109,7 @@ pub fn serve(
 ) -> Result<(), ServeError> {
     inject(config.fault);
     let mut seed = None;
-    let engine = match &config.cluster {
+    let mut engine = match &config.cluster {
         None => Engine::open(&config.data_dir, &settings(config))?,
         Some(_) => {
             let flush = config.durability == crate::store::Durability::Sync;
@@ -156,6 +156,7 @@ pub fn serve(
                 snapshot_entries: c.snapshot_entries,
                 checkpoint_log_bytes: config.checkpoint_log_bytes,
             };
+            let durable = engine.take_cluster_durable();
             let cluster = crate::cluster::Cluster::start(
                 settings,
                 &engine.dir,
@@ -165,6 +166,7 @@ pub fn serve(
                     status: engine.snapshot_status(),
                     marks: engine.snapshot_marks(),
                     log_bytes: engine.log_bytes(),
+                    durable: durable.map(std::sync::Arc::new),
                 },
             )
             .map_err(|e| ServeError::Cluster(e.to_string()))?;

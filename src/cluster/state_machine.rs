@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{Entry, Member, NodeId, TypeConfig};
 use crate::snapshot::format;
 use crate::snapshot::SnapshotStatus;
-use crate::store::{Committed, MarkWatch, Outcome, StoreHandle};
+use crate::store::{Committed, MarkSender, MarkWatch, Outcome, StoreHandle};
 
 /// How long building a snapshot may wait for the snapshot thread's image (a checkpoint at idle
 /// priority on a busy machine waits up to its patience first).
@@ -77,6 +77,9 @@ pub struct Images {
     pub marks: MarkWatch,
     /// The log's bytes since the newest image, as `/snapshot` and `/metrics` report them.
     pub log_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// In `sync`: "every write up to seq N survives power loss" (`durable_seq`). A node
+    /// applies only entries its own log has flushed, so every seq it applies is durable.
+    pub durable: Option<Arc<MarkSender>>,
 }
 
 impl Images {
@@ -259,6 +262,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         } else {
             self.store.commit(committed).await.map_err(write_err)?
         };
+        if let Some(durable) = &self.images.durable {
+            let applied = outcomes.iter().flatten().filter_map(|o| match o {
+                Outcome::Applied { seq, .. } => Some(*seq),
+                _ => None,
+            });
+            if let Some(seq) = applied.max() {
+                durable.durable(seq);
+            }
+        }
         // One answer per entry; Raft's own entries have no writes, hence no outcomes.
         Ok(shape
             .into_iter()
@@ -297,7 +309,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(write_err)?;
         self.state = state;
         // openraft may purge the log up to the image once this returns: it must be in a slot.
-        self.images.checkpoint(&self.store, Some(index)).await
+        self.images.checkpoint(&self.store, Some(index)).await?;
+        if let Some(durable) = &self.images.durable {
+            durable.durable(image.seq);
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(

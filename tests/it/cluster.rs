@@ -652,6 +652,33 @@ fn a_raft_snapshot_is_also_due_by_the_log_s_size() {
     assert_eq!(doc["data"]["big/00"], json!(value));
 }
 
+/// In `sync` every node applies only entries its own log has flushed: each reports every seq it
+/// applied as durable (`durable_seq` in `GET /snapshot`), the followers as the leader.
+#[test]
+fn durable_seq_follows_what_each_node_applied_in_sync() {
+    let c = Cluster::start_with(3, &["--durability", "sync"]);
+    let all = c.ids();
+    c.wait_leader(&all);
+    for i in 0..10 {
+        let r = c.write(&all, "PUT", &format!("/kv/d/{i}"), Some(b"v"));
+        assert_eq!(r.status, 201, "PUT d/{i}: {}", r.text());
+    }
+    c.wait_converged(&all);
+    for &id in &all {
+        let doc = wait_for(&format!("node {id}'s durable_seq reaches its seq"), || {
+            let r = call(&c.admin, "GET", &c.node(id).url("/snapshot"), &[], None)
+                .map_err(|e| e.to_string())?;
+            let doc = r.json();
+            if num(&doc, "seq") >= 10 && num(&doc, "durable_seq") == num(&doc, "seq") {
+                Ok(doc)
+            } else {
+                Err(doc.to_string())
+            }
+        });
+        assert_eq!(num(&doc, "seq"), 10, "node {id}: {doc}");
+    }
+}
+
 /// What a key should hold: its value and version, or absent.
 type Model = BTreeMap<String, Option<(Value, u64)>>;
 
