@@ -166,6 +166,13 @@ pub struct Seed {
     leads: Arc<AtomicBool>,
 }
 
+impl Seed {
+    /// The Raft log store (a handle to it), for the snapshot thread's compaction hook.
+    pub fn log(&self) -> LogStore {
+        self.log.clone()
+    }
+}
+
 /// A batch on its way from the writer to Raft.
 struct Batch {
     proposal: Proposal,
@@ -224,13 +231,14 @@ pub fn open(
     segment_bytes: u64,
     tag: Option<&str>,
 ) -> std::io::Result<(Box<dyn Proposer>, Seed)> {
-    let log = LogStore::open(data_dir, flush, segment_bytes)?;
     let state = match tag {
         Some(t) => RaftState::parse(t).map_err(|e| {
             std::io::Error::other(format!("the snapshot's raft field is not valid: {e}"))
         })?,
         None => RaftState::default(),
     };
+    let image = tag.and(state.last_log_id);
+    let log = LogStore::open_from(data_dir, flush, segment_bytes, image)?;
     let (tx, proposals) = mpsc::unbounded_channel();
     let leads = Arc::new(AtomicBool::new(false));
     let proposer = Box::new(RaftProposer {

@@ -116,9 +116,14 @@ impl DirLock {
 }
 
 /// Opens a cluster node's Raft log once the data dir is locked, given the Raft state of the
-/// image the map starts from (its `raft` field): the proposer writes go to.
-pub(crate) type ClusterOpen<'a> =
-    dyn FnMut(&Path, Option<&str>) -> io::Result<Box<dyn crate::store::Proposer>> + 'a;
+/// image the map starts from (its `raft` field): the proposer writes go to, and what the
+/// snapshot thread calls with the older image's index after each image (the Raft log's
+/// segments before it may go).
+pub(crate) type ClusterOpen<'a> = dyn FnMut(
+        &Path,
+        Option<&str>,
+    ) -> io::Result<(Box<dyn crate::store::Proposer>, crate::snapshot::Compact)>
+    + 'a;
 
 /// How the engine runs: the durability flags of `serve`.
 #[derive(Debug, Clone)]
@@ -225,17 +230,17 @@ impl Engine {
             None => Replay::Records,
         };
         let rec = recovery::recover(&dir, Depth::Newest, replay)?;
-        let proposer = match cluster {
+        let (proposer, cluster_compact) = match cluster {
             Some(open) => {
                 let tag = rec.image.as_ref().and_then(|i| i.tag.clone());
-                let proposer =
+                let (proposer, compact) =
                     open(&dir, tag.as_deref()).map_err(|source| EngineError::DataDir {
                         path: dir.join("raft"),
                         source,
                     })?;
-                Some(proposer)
+                (Some(proposer), Some(compact))
             }
-            None => None,
+            None => (None, None),
         };
         let clustered = proposer.is_some();
         let torn = match &rec.log.torn {
@@ -322,11 +327,11 @@ impl Engine {
             } else {
                 settings.checkpoint_log_bytes
             },
-            // In cluster mode the positions are Raft indexes and the standalone log is unused.
-            compact: if clustered {
-                Box::new(|_| Ok(0))
-            } else {
-                Box::new(move |index| compactor.delete_through(index))
+            // In cluster mode the positions are Raft indexes, and the Raft log store keeps the
+            // segments after the older image (openraft purges, the store clamps).
+            compact: match cluster_compact {
+                Some(compact) => compact,
+                None => Box::new(move |index| compactor.delete_through(index)),
             },
             priority: Priority::Idle(None),
         };

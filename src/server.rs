@@ -116,8 +116,11 @@ pub fn serve(
             let mut open = |dir: &std::path::Path, tag: Option<&str>| {
                 let (proposer, rest) =
                     crate::cluster::open(dir, flush, config.log_segment_bytes, tag)?;
+                let log = rest.log();
                 seed = Some(rest);
-                Ok(proposer)
+                let compact: crate::snapshot::Compact =
+                    Box::new(move |older| log.keep_after(older));
+                Ok((proposer, compact))
             };
             Engine::open_with(&config.data_dir, &settings(config), Some(&mut open))?
         }

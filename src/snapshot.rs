@@ -112,13 +112,17 @@ impl Sink for Feed {
     }
 }
 
+/// What the thread calls after each image with the older image's log index: deletes the log
+/// segments wholly at or below it; returns how many.
+pub type Compact = Box<dyn FnMut(u64) -> io::Result<usize> + Send>;
+
 /// When the thread writes an image, and what it may delete afterwards.
 pub struct Policy {
     /// Write an image once the log since the newest one holds this many bytes and at least
     /// as many as that image.
     pub checkpoint_log_bytes: u64,
     /// Deletes the log segments wholly at or below a record index (both slots cover them).
-    pub compact: Box<dyn FnMut(u64) -> io::Result<usize> + Send>,
+    pub compact: Compact,
     /// How an image shares the CPU with requests.
     pub priority: Priority,
 }

@@ -89,6 +89,10 @@ struct Inner {
     entries: BTreeMap<u64, Entry>,
     purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
+    /// The index of the older slot image: segments holding anything after it stay, whatever
+    /// openraft purged, so a start from either slot finds the log after its image (the
+    /// contract's rule for the log, as standalone). `u64::MAX`: no image to keep a log for.
+    floor: u64,
 }
 
 /// The Raft log storage (and, cloned, its reader).
@@ -237,15 +241,39 @@ pub fn survey(data_dir: &Path) -> Survey {
 }
 
 impl LogStore {
+    /// [`LogStore::open_from`] with no image: every segment may go once purged.
+    #[cfg(test)]
+    pub fn open(data_dir: &Path, flush: bool, segment_bytes: u64) -> io::Result<LogStore> {
+        LogStore::open_from(data_dir, flush, segment_bytes, None)
+    }
+
     /// Opens (or creates) the Raft log of the node whose data dir is `data_dir`: the segments
     /// in `data_dir/log`, the vote and purge point in `data_dir/raft`. A torn last record is
-    /// cut off; any other damage is an error naming the file and offset.
-    pub fn open(data_dir: &Path, flush: bool, segment_bytes: u64) -> io::Result<LogStore> {
+    /// cut off; any other damage is an error naming the file and offset. The node's map starts
+    /// from the slot image holding the entries through `image`. When that image is older than the purge point (the newest slot was
+    /// damaged and the start fell back to the older one), the log is read from the image on:
+    /// the segments after it were kept for exactly this (see `Inner::floor`).
+    pub fn open_from(
+        data_dir: &Path,
+        flush: bool,
+        segment_bytes: u64,
+        image: Option<LogId<NodeId>>,
+    ) -> io::Result<LogStore> {
         let log_dir = data_dir.join(crate::log::DIR);
         let raft_dir = data_dir.join(super::DIR);
         fs::create_dir_all(&log_dir)?;
         fs::create_dir_all(&raft_dir)?;
-        let purged: Option<LogId<NodeId>> = read_json(&raft_dir.join(PURGED_FILE))?;
+        let mut purged: Option<LogId<NodeId>> = read_json(&raft_dir.join(PURGED_FILE))?;
+        if let (Some(i), Some(p)) = (image, purged) {
+            if i.index < p.index {
+                tracing::warn!(
+                    image = i.index,
+                    purged = p.index,
+                    "starting from an image older than the purge point; reading the log after it"
+                );
+                purged = Some(i);
+            }
+        }
         let vote: Option<Vote<NodeId>> = read_json(&raft_dir.join(VOTE_FILE))?;
         let mut entries = BTreeMap::new();
         // Each valid record's index and length, purged or not: the offsets of the records
@@ -307,6 +335,7 @@ impl LogStore {
             entries,
             purged,
             vote,
+            floor: image.map_or(u64::MAX, |i| i.index),
         };
         if let Some(p) = purged {
             // A purge interrupted between its file and its deletes ends here.
@@ -435,6 +464,7 @@ impl Inner {
 
     /// Deletes every segment a purge through `through` covers (whole segments only).
     fn delete_covered(&mut self, through: u64) -> io::Result<()> {
+        let through = through.min(self.floor);
         let mut deleted = false;
         while let Some((&first, seg)) = self.segments.first_key_value() {
             if !seg.covered(first, through) {
@@ -494,6 +524,20 @@ impl Inner {
             sync_dir(&self.log_dir)?;
         }
         Ok(())
+    }
+}
+
+impl LogStore {
+    /// A new image was written: `older` is the index of the one now in the other slot. The
+    /// segments only before it are no longer needed by either slot, and go if purged.
+    pub fn keep_after(&self, older: u64) -> io::Result<usize> {
+        let mut inner = self.inner.lock().expect("raft log lock");
+        inner.floor = older;
+        let before = inner.segments.len();
+        if let Some(p) = inner.purged {
+            inner.delete_covered(p.index)?;
+        }
+        Ok(before - inner.segments.len())
     }
 }
 

@@ -652,6 +652,59 @@ fn a_raft_snapshot_is_also_due_by_the_log_s_size() {
     assert_eq!(doc["data"]["big/00"], json!(value));
 }
 
+/// The log is kept back to the older slot image, as standalone: a node whose newest image is
+/// damaged starts from the older one and the log after it (openraft alone would have purged
+/// part of that log), then catches up.
+#[test]
+fn a_node_whose_newest_image_is_damaged_starts_from_the_older_and_the_log() {
+    let mut c = Cluster::start_with(3, &["--raft-snapshot-entries", "20"]);
+    let all = c.ids();
+    let leader = c.wait_leader(&all);
+    for i in 0..120 {
+        let r = c.write(&all, "PUT", &format!("/kv/o/{i:03}"), Some(b"v"));
+        assert_eq!(r.status, 201, "PUT o/{i:03}: {}", r.text());
+    }
+    c.wait_converged(&all);
+    let node = *all.iter().find(|&&i| i != leader).expect("a follower");
+    c.node_mut(node).kill();
+    let slots: Vec<std::path::PathBuf> = ["snapshot-a.json", "snapshot-b.json"]
+        .iter()
+        .map(|n| c.node(node).dir.path().join(n))
+        .collect();
+    let images: Vec<(u64, u64, &std::path::PathBuf)> = slots
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("both slots hold an image");
+            let doc: Value = serde_json::from_str(&text).expect("a valid image");
+            (
+                num(&doc, "seq"),
+                num(&doc["raft"]["last_log_id"], "index"),
+                p,
+            )
+        })
+        .collect();
+    let (newest, older) = if images[0] > images[1] {
+        (&images[0], &images[1])
+    } else {
+        (&images[1], &images[0])
+    };
+    assert!(
+        newest.1 > older.1 + 10,
+        "the two images are far enough apart for openraft to purge past the older: {images:?}"
+    );
+    // A flipped byte in the newest image's data: its checksum fails.
+    let mut bytes = std::fs::read(newest.2).expect("read the newest image");
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x01;
+    std::fs::write(newest.2, bytes).expect("damage the newest image");
+    let rest: Vec<u64> = all.iter().copied().filter(|&i| i != node).collect();
+    let r = c.write(&rest, "PUT", "/kv/o/while-down", Some(b"v"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    c.node_mut(node).restart();
+    c.wait_converged(&all);
+    assert_eq!(c.wait_same_listing(&all, "o/").len(), 121);
+}
+
 /// In `sync` every node applies only entries its own log has flushed: each reports every seq it
 /// applied as durable (`durable_seq` in `GET /snapshot`), the followers as the leader.
 #[test]
