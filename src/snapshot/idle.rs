@@ -154,22 +154,29 @@ mod tests {
         assert_eq!(thread_schedule_policy().expect("policy"), before);
     }
 
+    /// Writes until told to stop, as an encode of a map that never ends would; returns the
+    /// error that stopped it.
+    fn write_until_stopped(stop: &AtomicBool) -> io::Error {
+        let mut sink = Vec::new();
+        let mut w = Patient {
+            inner: &mut sink,
+            stop,
+        };
+        loop {
+            if let Err(e) = w.write_all(b"chunk") {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn past_its_patience_the_work_is_stopped_and_counts_for_nothing() {
-        let out = run(Duration::from_millis(20), &AtomicBool::new(false), |stop| {
-            let mut sink = Vec::new();
-            let mut w = Patient {
-                inner: &mut sink,
-                stop,
-            };
-            // Writes until told to stop, as an encode of a map that never ends would.
-            loop {
-                if let Err(e) = w.write_all(b"chunk") {
-                    return e;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
+        let out = run(
+            Duration::from_millis(20),
+            &AtomicBool::new(false),
+            write_until_stopped,
+        );
         let e = out.expect("the work ran");
         assert!(gave_up(&e), "{e}");
         assert!(!gave_up(&io::Error::other("a full disk")));
@@ -184,19 +191,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(30));
                 hurry.store(true, Ordering::Relaxed);
             });
-            run(Duration::from_secs(600), &hurry, |stop| {
-                let mut sink = Vec::new();
-                let mut w = Patient {
-                    inner: &mut sink,
-                    stop,
-                };
-                loop {
-                    if let Err(e) = w.write_all(b"chunk") {
-                        return e;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
+            run(Duration::from_secs(600), &hurry, write_until_stopped)
         });
         assert!(gave_up(&out.expect("the work ran")));
         assert!(
